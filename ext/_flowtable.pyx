@@ -1,0 +1,2 @@
+"""Flow table (skeleton)."""
+from ft_record cimport *

@@ -1,0 +1,2 @@
+#include "ft_reader.h"
+#include "ft_parse.h"

@@ -1,0 +1,48 @@
+"""Build the C/Cython engine in ext/ into extension modules inside the Python packages.
+
+Compiler directives are set once, here. FLOWTAP_DEBUG=1 rebuilds with Cython bounds, wraparound and
+initialisation checks on, C asserts enabled and -O0 -g, for debugging and for the fuzzing build:
+
+    FLOWTAP_DEBUG=1 pip install -e . --no-build-isolation
+"""
+import os
+
+import numpy
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+
+DEBUG = os.environ.get("FLOWTAP_DEBUG", "") not in ("", "0")
+
+directives = {
+    "language_level": 3,
+    "boundscheck": DEBUG,
+    "wraparound": DEBUG,
+    "initializedcheck": DEBUG,
+    "cdivision": not DEBUG,
+    "embedsignature": True,
+}
+cflags = ["-O0", "-g", "-UNDEBUG"] if DEBUG else ["-O3", "-DNDEBUG"]
+cflags += ["-Wall", "-Wno-unused-function", "-Wno-unreachable-code", "-std=gnu11"]
+
+common = dict(
+    include_dirs=["ext", numpy.get_include()],
+    extra_compile_args=cflags,
+    define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+    depends=[os.path.join("ext", f) for f in os.listdir("ext") if f.endswith((".h", ".pxd"))],
+)
+
+extensions = [
+    # reader + parser: capture bytes -> struct ft_pkt records
+    Extension("dpi._reader", ["ext/_reader.pyx", "ext/ft_reader.c"], **common),
+    # flow table + meters + batch builder: records -> flow records
+    Extension("dpi._flowtable", ["ext/_flowtable.pyx"], **common),
+]
+
+setup(
+    ext_modules=cythonize(
+        extensions,
+        compiler_directives=directives,
+        include_path=["ext"],
+        force=DEBUG,
+    ),
+)
