@@ -1,2 +1,641 @@
-"""Flow table (skeleton)."""
-from ft_record cimport *
+"""Flow table: struct ft_pkt records in, struct ft_flowrec flow records out.
+
+The hot loop (FlowTable.add) runs without the GIL and without Python objects: a chained hash table over a
+slab of struct ft_flow, a recency list for idle expiry and eviction, and an output array of exported
+records that Python drains in batches (FlowTable.take). Time is packet time only, so a replay is
+deterministic: the same input gives the same records in the same order.
+"""
+import numpy as np
+cimport numpy as cnp
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int32_t, int64_t
+from libc.stdlib cimport malloc, calloc, realloc, free
+from libc.string cimport memcpy, memcmp, memset
+
+from ft_record cimport ft_pkt, FT_F_L3, FT_F_L4, FT_F_FRAG, FT_F_TRUNC, FT_R__COUNT, FT_REASON_NAMES
+
+cnp.import_array()
+
+cdef extern from "ft_flow.h" nogil:
+    struct ft_key:
+        uint8_t addr_a[16]
+        uint8_t addr_b[16]
+        uint16_t port_a
+        uint16_t port_b
+        uint8_t ip_version
+        uint8_t proto
+        uint16_t vlan_id
+        uint32_t tunnel_id
+        uint32_t qpn
+
+    struct ft_flow:
+        ft_key key
+        uint64_t flow_id
+        uint64_t first_ns
+        uint64_t last_ns
+        uint64_t rec_first_ns
+        uint64_t rec_last_ns
+        uint64_t pkts[2]
+        uint64_t bytes[2]
+        uint32_t trunc_pkts
+        uint32_t frag_pkts
+        uint32_t hash
+        int32_t hnext
+        int32_t lru_prev
+        int32_t lru_next
+        uint32_t rec_seq
+        uint32_t tcp_isn
+        uint16_t tcp_flags[2]
+        uint8_t src_is_a
+        uint8_t tcp_state
+        uint8_t tos
+        uint8_t tunnel_type
+        uint8_t icmp_type
+        uint8_t icmp_code
+        uint8_t has_icmp
+        uint16_t outer_vlan_id
+        uint16_t iface
+
+    struct ft_flowrec:
+        uint64_t flow_id
+        uint64_t start_ns
+        uint64_t end_ns
+        uint64_t src_packets
+        uint64_t dst_packets
+        uint64_t src_bytes
+        uint64_t dst_bytes
+        uint8_t src_addr[16]
+        uint8_t dst_addr[16]
+        uint32_t rec_seq
+        uint32_t tunnel_id
+        uint32_t truncated_packets
+        uint32_t fragment_packets
+        uint16_t src_port
+        uint16_t dst_port
+        uint16_t vlan_id
+        uint16_t outer_vlan_id
+        uint16_t src_tcp_flags
+        uint16_t dst_tcp_flags
+        uint16_t iface
+        uint8_t ip_version
+        uint8_t proto
+        uint8_t end_reason
+        uint8_t tos
+        uint8_t tunnel_type
+        uint8_t icmp_type
+        uint8_t icmp_code
+        uint8_t has_icmp
+
+    struct ft_rec_field:
+        const char *name
+        size_t offset
+        const char *fmt
+    const ft_rec_field FT_FLOWREC_FIELDS[]
+    const int FT_FLOWREC_NFIELDS
+
+    enum:
+        FT_END_IDLE
+        FT_END_ACTIVE
+        FT_END_EOF
+        FT_END_FORCED
+        FT_END_RESOURCES
+        FT_TCPS_SYN
+        FT_TCPS_SYNACK
+        FT_TCPS_FIN_SRC
+        FT_TCPS_FIN_DST
+        FT_TCPS_RST
+
+cdef extern from "ft_util.h" nogil:
+    uint32_t ft_hash_words(const void *buf, size_t len)
+    int ft_community_id(uint16_t seed, int ip_version, const uint8_t *saddr, const uint8_t *daddr,
+                        uint8_t proto, uint16_t sport, uint16_t dport, char *out)
+    int ft_addr_text(int ip_version, const uint8_t *addr, char *out)
+
+
+def _flowrec_dtype():
+    names, formats, offsets = [], [], []
+    for i in range(FT_FLOWREC_NFIELDS):
+        names.append(FT_FLOWREC_FIELDS[i].name.decode())
+        formats.append(FT_FLOWREC_FIELDS[i].fmt.decode())
+        offsets.append(FT_FLOWREC_FIELDS[i].offset)
+    return np.dtype({"names": names, "formats": formats, "offsets": offsets,
+                     "itemsize": sizeof(ft_flowrec)})
+
+
+FLOWREC_DTYPE = _flowrec_dtype()
+FLOW_STATE_BYTES = sizeof(ft_flow)
+END_REASONS = {FT_END_IDLE: "idle timeout", FT_END_ACTIVE: "active timeout",
+               FT_END_EOF: "end of flow detected", FT_END_FORCED: "forced end",
+               FT_END_RESOURCES: "lack of resources"}
+
+cdef enum:
+    NONE = -1
+    TCP_FIN = 0x01
+    TCP_SYN = 0x02
+    TCP_RST = 0x04
+    TCP_ACK = 0x10
+
+
+cdef inline bint tcp_closed(const ft_flow *f) noexcept nogil:
+    return (f.tcp_state & FT_TCPS_RST) != 0 or \
+        (f.tcp_state & (FT_TCPS_FIN_SRC | FT_TCPS_FIN_DST)) == (FT_TCPS_FIN_SRC | FT_TCPS_FIN_DST)
+
+
+cdef class FlowTable:
+    """Bounded bidirectional flow table on packet time.
+
+    FlowTable(max_flows, idle_timeout_ns, active_timeout_ns, closed_timeout_ns, batch_rows)
+
+    add(records, start) meters records[start:] until the output holds batch_rows flow records and returns
+    the index reached; take() hands the exported records over as a numpy array of FLOWREC_DTYPE; flush()
+    exports every flow still open (end of input).
+    """
+    cdef ft_flow *flows
+    cdef int32_t *buckets
+    cdef uint32_t nbuckets
+    cdef int32_t nslots          # slots allocated in flows (grows by doubling up to capacity)
+    cdef int32_t high_water      # slots ever used
+    cdef int32_t free_head
+    cdef int32_t lru_head, lru_tail   # head = least recently seen
+    cdef readonly int32_t capacity
+    cdef readonly int32_t active
+    cdef readonly uint64_t idle_ns, active_ns, closed_ns
+    cdef readonly uint64_t now_ns
+    cdef uint64_t next_flow_id
+    cdef ft_flowrec *out
+    cdef readonly int32_t out_n
+    cdef int32_t out_cap
+    cdef readonly int32_t batch_rows
+    # counters (reach the Arrow metadata and the CLI summary)
+    cdef readonly uint64_t packets_seen, packets_metered, bytes_metered
+    cdef readonly uint64_t flows_created, flows_evicted, records_exported
+    cdef readonly uint64_t packets_ts_backwards, port_reuse_splits
+    cdef uint64_t reasons[64]
+    cdef uint64_t not_metered_reasons[64]
+    cdef uint64_t end_counts[8]
+
+    def __cinit__(self, int max_flows=1000000, uint64_t idle_timeout_ns=120_000_000_000,
+                  uint64_t active_timeout_ns=1_800_000_000_000, uint64_t closed_timeout_ns=10_000_000_000,
+                  int batch_rows=65536):
+        if max_flows < 1 or max_flows > (1 << 30):
+            raise ValueError(f"max_flows must be between 1 and {1 << 30}, not {max_flows}")
+        if batch_rows < 1:
+            raise ValueError("batch_rows must be at least 1")
+        if idle_timeout_ns == 0 or active_timeout_ns == 0:
+            raise ValueError("timeouts must be positive")
+        self.capacity = max_flows
+        self.idle_ns = idle_timeout_ns
+        self.active_ns = active_timeout_ns
+        self.closed_ns = min(closed_timeout_ns, idle_timeout_ns)
+        self.batch_rows = batch_rows
+        cdef uint32_t nb = 1024
+        while nb < <uint32_t> max_flows and nb < (1u << 30):
+            nb <<= 1
+        self.nbuckets = nb
+        self.buckets = <int32_t *> malloc(nb * sizeof(int32_t))
+        self.nslots = min(max_flows, 4096)
+        self.flows = <ft_flow *> malloc(self.nslots * sizeof(ft_flow))
+        # each packet can export at most 3 records (active timeout, port reuse, eviction) beyond the idle
+        # expiries, which stop at batch_rows; the margin keeps add() from ever overrunning.
+        self.out_cap = batch_rows + 8
+        self.out = <ft_flowrec *> malloc(self.out_cap * sizeof(ft_flowrec))
+        if self.buckets == NULL or self.flows == NULL or self.out == NULL:
+            raise MemoryError()
+        memset(self.buckets, 0xff, nb * sizeof(int32_t))
+        self.high_water = 0
+        self.free_head = NONE
+        self.lru_head = NONE
+        self.lru_tail = NONE
+        self.active = 0
+        self.now_ns = 0
+        self.next_flow_id = 1
+        self.out_n = 0
+        memset(self.reasons, 0, sizeof(self.reasons))
+        memset(self.not_metered_reasons, 0, sizeof(self.not_metered_reasons))
+        memset(self.end_counts, 0, sizeof(self.end_counts))
+
+    def __dealloc__(self):
+        free(self.flows)
+        free(self.buckets)
+        free(self.out)
+
+    # ---- recency list -------------------------------------------------------------------------------
+    cdef inline void lru_unlink(self, int32_t i) noexcept nogil:
+        cdef ft_flow *f = &self.flows[i]
+        if f.lru_prev != NONE:
+            self.flows[f.lru_prev].lru_next = f.lru_next
+        else:
+            self.lru_head = f.lru_next
+        if f.lru_next != NONE:
+            self.flows[f.lru_next].lru_prev = f.lru_prev
+        else:
+            self.lru_tail = f.lru_prev
+        f.lru_prev = NONE
+        f.lru_next = NONE
+
+    cdef inline void lru_append(self, int32_t i) noexcept nogil:
+        cdef ft_flow *f = &self.flows[i]
+        f.lru_prev = self.lru_tail
+        f.lru_next = NONE
+        if self.lru_tail != NONE:
+            self.flows[self.lru_tail].lru_next = i
+        else:
+            self.lru_head = i
+        self.lru_tail = i
+
+    # ---- slots ----------------------------------------------------------------------------------------
+    cdef int32_t slot_alloc(self) noexcept nogil:
+        """A free slot index, or NONE when the slab cannot grow (out of memory)."""
+        cdef int32_t i
+        cdef int32_t n
+        cdef ft_flow *grown
+        if self.free_head != NONE:
+            i = self.free_head
+            self.free_head = self.flows[i].hnext
+            return i
+        if self.high_water == self.nslots:
+            n = self.nslots * 2
+            if n > self.capacity:
+                n = self.capacity
+            grown = <ft_flow *> realloc(self.flows, <size_t> n * sizeof(ft_flow))
+            if grown == NULL:
+                return NONE
+            self.flows = grown
+            self.nslots = n
+        i = self.high_water
+        self.high_water += 1
+        return i
+
+    cdef void remove(self, int32_t i) noexcept nogil:
+        """Unlink flow i from its hash chain and the recency list and free its slot."""
+        cdef ft_flow *f = &self.flows[i]
+        cdef uint32_t b = f.hash & (self.nbuckets - 1)
+        cdef int32_t j = self.buckets[b]
+        if j == i:
+            self.buckets[b] = f.hnext
+        else:
+            while j != NONE:
+                if self.flows[j].hnext == i:
+                    self.flows[j].hnext = f.hnext
+                    break
+                j = self.flows[j].hnext
+        self.lru_unlink(i)
+        f.hnext = self.free_head
+        self.free_head = i
+        self.active -= 1
+
+    # ---- export ---------------------------------------------------------------------------------------
+    cdef void export(self, int32_t i, uint8_t reason) noexcept nogil:
+        """Append the current period of flow i to the output as a record oriented src = initiator."""
+        cdef ft_flow *f = &self.flows[i]
+        cdef ft_flowrec *r = &self.out[self.out_n]
+        self.out_n += 1
+        memset(r, 0, sizeof(ft_flowrec))
+        r.flow_id = f.flow_id
+        r.start_ns = f.rec_first_ns
+        r.end_ns = f.rec_last_ns
+        r.src_packets = f.pkts[0]
+        r.dst_packets = f.pkts[1]
+        r.src_bytes = f.bytes[0]
+        r.dst_bytes = f.bytes[1]
+        if f.src_is_a:
+            memcpy(r.src_addr, f.key.addr_a, 16)
+            memcpy(r.dst_addr, f.key.addr_b, 16)
+            r.src_port = f.key.port_a
+            r.dst_port = f.key.port_b
+        else:
+            memcpy(r.src_addr, f.key.addr_b, 16)
+            memcpy(r.dst_addr, f.key.addr_a, 16)
+            r.src_port = f.key.port_b
+            r.dst_port = f.key.port_a
+        r.rec_seq = f.rec_seq
+        r.tunnel_id = f.key.tunnel_id
+        r.truncated_packets = f.trunc_pkts
+        r.fragment_packets = f.frag_pkts
+        r.vlan_id = f.key.vlan_id
+        r.outer_vlan_id = f.outer_vlan_id
+        r.src_tcp_flags = f.tcp_flags[0]
+        r.dst_tcp_flags = f.tcp_flags[1]
+        r.iface = f.iface
+        r.ip_version = f.key.ip_version
+        r.proto = f.key.proto
+        r.end_reason = reason
+        r.tos = f.tos
+        r.tunnel_type = f.tunnel_type
+        r.icmp_type = f.icmp_type
+        r.icmp_code = f.icmp_code
+        r.has_icmp = f.has_icmp
+        self.records_exported += 1
+        self.end_counts[reason] += 1
+
+    cdef inline void period_reset(self, ft_flow *f, uint64_t ts) noexcept nogil:
+        f.pkts[0] = 0
+        f.pkts[1] = 0
+        f.bytes[0] = 0
+        f.bytes[1] = 0
+        f.trunc_pkts = 0
+        f.frag_pkts = 0
+        f.tcp_flags[0] = 0
+        f.tcp_flags[1] = 0
+        f.rec_first_ns = ts
+        f.rec_last_ns = ts
+
+    cdef void expire_idle(self) noexcept nogil:
+        """Export flows idle for longer than their timeout, least recently seen first, until the output is
+        full. The recency list is in processing order, which is time order unless input timestamps go back
+        (merged captures); then a flow may leave a little after its timeout, never before."""
+        cdef ft_flow *f
+        cdef uint64_t timeout
+        cdef int32_t i
+        cdef bint closed
+        while self.lru_head != NONE and self.out_n < self.batch_rows:
+            i = self.lru_head
+            f = &self.flows[i]
+            closed = f.key.proto == 6 and tcp_closed(f)
+            timeout = self.closed_ns if closed else self.idle_ns
+            if self.now_ns - f.last_ns <= timeout or self.now_ns < f.last_ns:
+                return
+            self.export(i, FT_END_EOF if closed else FT_END_IDLE)
+            self.remove(i)
+
+    cdef int32_t create(self, const ft_key *key, uint32_t h, bint pkt_src_is_a, const ft_pkt *p) noexcept nogil:
+        """Insert a new flow for key; evicts the least recently seen flow when the table is full.
+        Returns its index, or NONE when no memory could be had (the packet is then counted, not metered)."""
+        cdef int32_t i
+        cdef ft_flow *f
+        cdef uint32_t b
+        if self.active >= self.capacity:
+            i = self.lru_head
+            self.export(i, FT_END_RESOURCES)
+            self.remove(i)
+            self.flows_evicted += 1
+        i = self.slot_alloc()
+        if i == NONE:
+            return NONE
+        f = &self.flows[i]
+        memset(f, 0, sizeof(ft_flow))
+        memcpy(&f.key, key, sizeof(ft_key))
+        f.hash = h
+        b = h & (self.nbuckets - 1)
+        f.hnext = self.buckets[b]
+        self.buckets[b] = i
+        f.lru_prev = NONE
+        f.lru_next = NONE
+        self.lru_append(i)
+        self.active += 1
+        f.flow_id = self.next_flow_id
+        self.next_flow_id += 1
+        self.flows_created += 1
+        # The initiator becomes src: the sender of a SYN, the receiver of a SYN/ACK, else the first sender.
+        if p.proto == 6 and (p.flags & FT_F_L4) and (p.tcp_flags & TCP_SYN) and (p.tcp_flags & TCP_ACK):
+            f.src_is_a = not pkt_src_is_a
+        else:
+            f.src_is_a = pkt_src_is_a
+        f.first_ns = p.ts_ns
+        f.last_ns = p.ts_ns
+        f.rec_first_ns = p.ts_ns
+        f.rec_last_ns = p.ts_ns
+        f.tunnel_type = p.tunnel_type
+        f.outer_vlan_id = p.outer_vlan_id
+        f.iface = p.iface
+        f.tos = p.tos
+        return i
+
+    cdef int add_c(self, const ft_pkt *pkts, Py_ssize_t start, Py_ssize_t n) noexcept nogil:
+        cdef Py_ssize_t k = start
+        cdef const ft_pkt *p
+        cdef ft_key key
+        cdef int c
+        cdef bint a_first
+        cdef uint32_t h
+        cdef int32_t i
+        cdef ft_flow *f
+        cdef int d
+        cdef uint16_t sport, dport
+        cdef bint has_ports
+        while k < n:
+            if self.out_n >= self.batch_rows:
+                break
+            p = &pkts[k]
+            k += 1
+            self.packets_seen += 1
+            self.reasons[p.reason & 63] += 1
+            if p.ts_ns > self.now_ns:
+                self.now_ns = p.ts_ns
+            elif p.ts_ns + 1000000000 < self.now_ns:
+                self.packets_ts_backwards += 1
+            if self.lru_head != NONE:
+                self.expire_idle()
+            # Meter a packet when its addresses are known, and, for TCP/UDP, its ports too (a header cut
+            # by the snap length leaves no flow to put it in); non-first fragments carry no ports by nature.
+            if not (p.flags & FT_F_L3):
+                self.not_metered_reasons[p.reason & 63] += 1
+                continue
+            has_ports = (p.flags & FT_F_L4) != 0 and (p.proto == 6 or p.proto == 17)
+            if (p.proto == 6 or p.proto == 17) and not has_ports and not (p.flags & FT_F_FRAG):
+                self.not_metered_reasons[p.reason & 63] += 1
+                continue
+            sport = p.sport if has_ports else 0
+            dport = p.dport if has_ports else 0
+            # canonical key: endpoint A is the lower (address, port)
+            c = memcmp(p.src_addr, p.dst_addr, 16)
+            a_first = c < 0 or (c == 0 and sport <= dport)
+            memset(&key, 0, sizeof(ft_key))
+            if a_first:
+                memcpy(key.addr_a, p.src_addr, 16)
+                memcpy(key.addr_b, p.dst_addr, 16)
+                key.port_a = sport
+                key.port_b = dport
+            else:
+                memcpy(key.addr_a, p.dst_addr, 16)
+                memcpy(key.addr_b, p.src_addr, 16)
+                key.port_a = dport
+                key.port_b = sport
+            key.ip_version = p.ip_version
+            key.proto = p.proto
+            key.vlan_id = p.vlan_id
+            key.tunnel_id = p.tunnel_id
+            h = ft_hash_words(&key, sizeof(ft_key))
+            i = self.buckets[h & (self.nbuckets - 1)]
+            while i != NONE:
+                if self.flows[i].hash == h and memcmp(&self.flows[i].key, &key, sizeof(ft_key)) == 0:
+                    break
+                i = self.flows[i].hnext
+            if i != NONE:
+                f = &self.flows[i]
+                # A new SYN on a finished connection (or with another ISN) is a new connection reusing the
+                # 4-tuple: close the old record first, as tshark starts a new TCP stream.
+                if p.proto == 6 and has_ports and (p.tcp_flags & (TCP_SYN | TCP_ACK | TCP_RST)) == TCP_SYN:
+                    if tcp_closed(f) or ((f.tcp_state & FT_TCPS_SYN) and p.tcp_seq != f.tcp_isn
+                                         and (f.pkts[0] + f.pkts[1] > 0)):
+                        self.export(i, FT_END_EOF)
+                        self.remove(i)
+                        self.port_reuse_splits += 1
+                        i = NONE
+            if i == NONE:
+                i = self.create(&key, h, a_first, p)
+                if i == NONE:
+                    self.not_metered_reasons[p.reason & 63] += 1
+                    continue
+                f = &self.flows[i]
+            else:
+                # active timeout: a long flow leaves one record per period, same flow_id
+                if p.ts_ns >= f.rec_first_ns + self.active_ns and (f.pkts[0] + f.pkts[1]) > 0:
+                    self.export(i, FT_END_ACTIVE)
+                    f.rec_seq += 1
+                    self.period_reset(f, p.ts_ns)
+                if self.lru_tail != i:
+                    self.lru_unlink(i)
+                    self.lru_append(i)
+            d = 0 if (a_first == (f.src_is_a != 0)) else 1
+            f.pkts[d] += 1
+            f.bytes[d] += p.l3_len
+            self.packets_metered += 1
+            self.bytes_metered += p.l3_len
+            if p.ts_ns > f.last_ns:
+                f.last_ns = p.ts_ns
+            if p.ts_ns > f.rec_last_ns:
+                f.rec_last_ns = p.ts_ns
+            if p.ts_ns < f.rec_first_ns:
+                f.rec_first_ns = p.ts_ns
+            if p.flags & FT_F_TRUNC:
+                f.trunc_pkts += 1
+            if p.flags & FT_F_FRAG:
+                f.frag_pkts += 1
+            if p.proto == 6 and has_ports:
+                f.tcp_flags[d] |= p.tcp_flags
+                if p.tcp_flags & TCP_SYN:
+                    if p.tcp_flags & TCP_ACK:
+                        f.tcp_state |= FT_TCPS_SYNACK
+                    elif d == 0:
+                        f.tcp_state |= FT_TCPS_SYN
+                        f.tcp_isn = p.tcp_seq
+                if p.tcp_flags & TCP_FIN:
+                    f.tcp_state |= FT_TCPS_FIN_SRC if d == 0 else FT_TCPS_FIN_DST
+                if p.tcp_flags & TCP_RST:
+                    f.tcp_state |= FT_TCPS_RST
+            elif (p.proto == 1 or p.proto == 58) and (p.flags & FT_F_L4) and not f.has_icmp and d == 0:
+                f.has_icmp = 1
+                f.icmp_type = p.icmp_type
+                f.icmp_code = p.icmp_code
+        return <int> (k - start)
+
+    def add(self, records, Py_ssize_t start=0):
+        """Meter records[start:] (a numpy array of dpi._reader.PKT_DTYPE) until the output holds batch_rows
+        flow records. Returns the index of the first record not yet metered (len(records) when done)."""
+        if records.dtype.itemsize != sizeof(ft_pkt) or not records.flags.c_contiguous:
+            # numpy's concatenate and friends may return a packed copy of a structured dtype:
+            # pass dtype=PKT_DTYPE to them
+            raise ValueError(f"records must be a contiguous array of PKT_DTYPE ({sizeof(ft_pkt)}-byte "
+                             f"items), not {records.dtype.itemsize}-byte items")
+        cdef const uint8_t[::1] raw = records.view(np.uint8).reshape(-1)
+        cdef Py_ssize_t n = records.shape[0]
+        if n == 0 or start >= n:
+            return n
+        cdef const ft_pkt *pkts = <const ft_pkt *> &raw[0]
+        cdef int done
+        with nogil:
+            done = self.add_c(pkts, start, n)
+        return start + done
+
+    def expire(self, uint64_t now_ns):
+        """Advance packet time to now_ns (never backwards) and export the flows idle by then; for live
+        capture, where time passes without packets. Returns the number of records now pending."""
+        if now_ns > self.now_ns:
+            self.now_ns = now_ns
+        with nogil:
+            self.expire_idle()
+        return self.out_n
+
+    def flush(self):
+        """Export every open flow (end of input), least recently seen first, as far as the output has
+        room; call take() and flush() again until it returns 0. Returns the number of flows left open."""
+        cdef int32_t i
+        cdef ft_flow *f
+        with nogil:
+            while self.lru_head != NONE and self.out_n < self.batch_rows:
+                i = self.lru_head
+                f = &self.flows[i]
+                self.export(i, FT_END_EOF if (f.key.proto == 6 and tcp_closed(f)) else FT_END_FORCED)
+                self.remove(i)
+        return self.active
+
+    @property
+    def pending(self):
+        return self.out_n
+
+    def take(self):
+        """Hand over the exported records (a numpy array of FLOWREC_DTYPE, owned by the caller)."""
+        out = np.empty(self.out_n, dtype=FLOWREC_DTYPE)
+        if self.out_n:
+            memcpy(cnp.PyArray_DATA(out), self.out, self.out_n * sizeof(ft_flowrec))
+        self.out_n = 0
+        return out
+
+    def counters(self):
+        """Run counters as a dict (names are those of the Arrow metadata and the CLI summary)."""
+        reasons = {}
+        not_metered = {}
+        for r in range(FT_R__COUNT):
+            if self.reasons[r]:
+                reasons[FT_REASON_NAMES[r].decode()] = self.reasons[r]
+            if self.not_metered_reasons[r]:
+                not_metered[FT_REASON_NAMES[r].decode()] = self.not_metered_reasons[r]
+        return {
+            "packets_seen": self.packets_seen,
+            "packets_metered": self.packets_metered,
+            "bytes_metered": self.bytes_metered,
+            "packets_not_metered": self.packets_seen - self.packets_metered,
+            "parse_reasons": reasons,
+            "not_metered_by_reason": not_metered,
+            "flows_created": self.flows_created,
+            "flows_active": self.active,
+            "flows_evicted": self.flows_evicted,
+            "records_exported": self.records_exported,
+            "records_by_end_reason": {END_REASONS[k]: self.end_counts[k] for k in END_REASONS
+                                      if self.end_counts[k]},
+            "packets_ts_backwards": self.packets_ts_backwards,
+            "tcp_port_reuse_splits": self.port_reuse_splits,
+            "max_flows": self.capacity,
+        }
+
+
+def text_columns(recs, uint16_t seed=0):
+    """src_ip, dst_ip and community_id of an array of FLOWREC_DTYPE as Arrow-ready buffers.
+
+    Returns three tuples (offsets int32 array, data bytes) built in C, one pass, no Python object per row.
+    """
+    cdef const uint8_t[::1] raw = recs.view(np.uint8).reshape(-1) if len(recs) else \
+        np.zeros(1, np.uint8)
+    cdef Py_ssize_t n = len(recs)
+    cdef Py_ssize_t i
+    src_off = np.empty(n + 1, dtype=np.int32)
+    dst_off = np.empty(n + 1, dtype=np.int32)
+    cid_off = np.arange(0, 30 * (n + 1), 30, dtype=np.int32)
+    src_data = np.empty(max(46 * n, 1), dtype=np.uint8)
+    dst_data = np.empty(max(46 * n, 1), dtype=np.uint8)
+    cid_data = np.empty(max(30 * n, 1), dtype=np.uint8)
+    cdef int32_t[::1] so = src_off
+    cdef int32_t[::1] do = dst_off
+    cdef uint8_t[::1] sd = src_data
+    cdef uint8_t[::1] dd = dst_data
+    cdef uint8_t[::1] cd = cid_data
+    cdef const ft_flowrec *r
+    cdef int32_t spos = 0, dpos = 0
+    cdef uint16_t sp, dp
+    with nogil:
+        so[0] = 0
+        do[0] = 0
+        for i in range(n):
+            r = &(<const ft_flowrec *> &raw[0])[i]
+            spos += ft_addr_text(r.ip_version, r.src_addr, <char *> &sd[spos])
+            dpos += ft_addr_text(r.ip_version, r.dst_addr, <char *> &dd[dpos])
+            so[i + 1] = spos
+            do[i + 1] = dpos
+            sp = r.src_port
+            dp = r.dst_port
+            if r.has_icmp:
+                sp = r.icmp_type
+                dp = r.icmp_code
+            ft_community_id(seed, r.ip_version, r.src_addr, r.dst_addr, r.proto, sp, dp,
+                            <char *> &cd[30 * i])
+    return ((src_off, src_data[:spos]), (dst_off, dst_data[:dpos]), (cid_off, cid_data[:30 * n]))

@@ -1,0 +1,163 @@
+"""The engine's Python face: per-packet records in, Arrow record batches of flow records out.
+
+    eng = Engine(EngineConfig(idle_timeout_s=120))
+    for records, data in reader:          # records: numpy array of dpi._reader.PKT_DTYPE
+        for batch in eng.add(records):    # pyarrow.RecordBatch of dpi.schema.flow_schema()
+            writer.write(batch)
+    for batch in eng.flush():
+        writer.write(batch)
+
+The engine never reads a clock, the network or a file: the same records give the same batches.
+Python objects appear per batch and per column, never per packet.
+"""
+from __future__ import annotations
+
+import socket
+from dataclasses import asdict, dataclass
+from typing import Iterator
+
+import numpy as np
+import pyarrow as pa
+
+from . import _flowtable
+from ._reader import TUNNEL_NAMES
+from .schema import COLUMN_NAMES, flow_schema
+
+NS = 1_000_000_000
+
+
+@dataclass
+class EngineConfig:
+    idle_timeout_s: float = 120.0      # NFStream's default; a flow silent this long ends
+    active_timeout_s: float = 1800.0   # a long flow yields one record per this period
+    closed_timeout_s: float = 10.0     # a TCP flow that closed (FIN both ways / RST) leaves after this
+    max_flows: int = 1_000_000         # hard table capacity; beyond it the least recent flow is evicted
+    batch_rows: int = 65536            # flow records per Arrow record batch
+    observer_host: str = ""            # default: this machine's host name
+    community_id_seed: int = 0
+
+    def validate(self) -> None:
+        for name in ("idle_timeout_s", "active_timeout_s", "closed_timeout_s"):
+            v = getattr(self, name)
+            if not (v > 0):
+                raise ValueError(f"{name.replace('_s', '').replace('_', '-')} must be positive, not {v}")
+        if not 1 <= self.max_flows <= 1 << 30:
+            raise ValueError(f"max-flows must be between 1 and {1 << 30}, not {self.max_flows}")
+        if not 1 <= self.batch_rows <= 1 << 24:
+            raise ValueError(f"batch-rows must be between 1 and {1 << 24}, not {self.batch_rows}")
+        if not 0 <= self.community_id_seed <= 65535:
+            raise ValueError("community-id seed must be 0..65535")
+
+    def settings(self) -> dict:
+        d = asdict(self)
+        d.pop("observer_host")
+        return d
+
+
+_TUNNEL_DICT = pa.array([t if t else None for t in TUNNEL_NAMES], pa.string())
+
+
+def _strings(offsets: np.ndarray, data: np.ndarray) -> pa.Array:
+    return pa.StringArray.from_buffers(len(offsets) - 1, pa.py_buffer(offsets), pa.py_buffer(data))
+
+
+def _masked(values: np.ndarray, valid: np.ndarray, typ: pa.DataType) -> pa.Array:
+    return pa.array(values, type=typ, mask=~valid)
+
+
+def build_batch(recs: np.ndarray, schema: pa.Schema, observer: str, seed: int = 0) -> pa.RecordBatch:
+    """One record batch from an array of _flowtable.FLOWREC_DTYPE, column by column."""
+    n = len(recs)
+    (so, sd), (do, dd), (co, cd) = _flowtable.text_columns(recs, seed)
+    start = recs["start_ns"].astype(np.int64)
+    end = recs["end_ns"].astype(np.int64)
+    proto = recs["proto"]
+    is_tcp = proto == 6
+    tun = recs["tunnel_type"]
+    tunnelled = tun != 0
+    has_icmp = recs["has_icmp"].astype(bool)
+    src_flags = recs["src_tcp_flags"]
+    dst_flags = recs["dst_tcp_flags"]
+    cols = {
+        "flow_id": pa.array(recs["flow_id"], pa.uint64()),
+        "record_seq": pa.array(recs["rec_seq"], pa.uint32()),
+        "community_id": _strings(co, cd),
+        "observer_host": pa.array(np.full(n, observer, dtype=object), pa.string()) if n else
+        pa.array([], pa.string()),
+        "flow_start": pa.array(start, pa.int64()).view(pa.timestamp("ns", tz="UTC")),
+        "flow_end": pa.array(end, pa.int64()).view(pa.timestamp("ns", tz="UTC")),
+        "duration_ns": pa.array(end - start, pa.int64()),
+        "flow_end_reason": pa.array(recs["end_reason"], pa.uint8()),
+        "ip_version": pa.array(recs["ip_version"], pa.uint8()),
+        "src_ip": _strings(so, sd),
+        "dst_ip": _strings(do, dd),
+        "src_port": pa.array(recs["src_port"], pa.uint16()),
+        "dst_port": pa.array(recs["dst_port"], pa.uint16()),
+        "protocol": pa.array(proto, pa.uint8()),
+        "vlan_id": pa.array(recs["vlan_id"], pa.uint16()),
+        "outer_vlan_id": pa.array(recs["outer_vlan_id"], pa.uint16()),
+        "dscp": pa.array(recs["tos"] >> 2, pa.uint8()),
+        "tunnel_type": _TUNNEL_DICT.take(pa.array(tun.astype(np.int32))),
+        "tunnel_id": _masked(recs["tunnel_id"], tunnelled, pa.uint32()),
+        "src_packets": pa.array(recs["src_packets"], pa.uint64()),
+        "dst_packets": pa.array(recs["dst_packets"], pa.uint64()),
+        "src_bytes": pa.array(recs["src_bytes"], pa.uint64()),
+        "dst_bytes": pa.array(recs["dst_bytes"], pa.uint64()),
+        "tcp_flags": _masked(src_flags | dst_flags, is_tcp, pa.uint16()),
+        "src_tcp_flags": _masked(src_flags, is_tcp, pa.uint16()),
+        "dst_tcp_flags": _masked(dst_flags, is_tcp, pa.uint16()),
+        "icmp_type": _masked(recs["icmp_type"], has_icmp, pa.uint8()),
+        "icmp_code": _masked(recs["icmp_code"], has_icmp, pa.uint8()),
+        "truncated_packets": pa.array(recs["truncated_packets"], pa.uint32()),
+        "fragment_packets": pa.array(recs["fragment_packets"], pa.uint32()),
+        "interface": pa.array(recs["iface"], pa.uint16()),
+        "app_proto": pa.nulls(n, pa.string()),
+    }
+    return pa.RecordBatch.from_arrays([cols[name] for name in COLUMN_NAMES], schema=schema)
+
+
+class Engine:
+    """Flow table + batch builder. Feed it record arrays with add(); finish with flush()."""
+
+    def __init__(self, config: EngineConfig | None = None, metadata: dict[str, str] | None = None):
+        self.config = config or EngineConfig()
+        self.config.validate()
+        c = self.config
+        self.observer = c.observer_host or socket.gethostname()
+        self.table = _flowtable.FlowTable(
+            max_flows=c.max_flows,
+            idle_timeout_ns=int(c.idle_timeout_s * NS),
+            active_timeout_ns=int(c.active_timeout_s * NS),
+            closed_timeout_ns=int(c.closed_timeout_s * NS),
+            batch_rows=c.batch_rows,
+        )
+        self.schema = flow_schema(metadata)
+
+    def _batch(self) -> pa.RecordBatch:
+        return build_batch(self.table.take(), self.schema, self.observer, self.config.community_id_seed)
+
+    def add(self, records: np.ndarray) -> Iterator[pa.RecordBatch]:
+        """Meter a batch of per-packet records; yields a flow-record batch each time batch_rows are ready."""
+        pos, n = 0, len(records)
+        while pos < n:
+            pos = self.table.add(records, pos)
+            if self.table.pending >= self.config.batch_rows:
+                yield self._batch()
+
+    def expire(self, now_ns: int) -> Iterator[pa.RecordBatch]:
+        """Advance packet time without packets (live capture) and yield what expired."""
+        while self.table.expire(now_ns) >= self.config.batch_rows:
+            yield self._batch()
+
+    def flush(self) -> Iterator[pa.RecordBatch]:
+        """End of input: export every open flow; yields the remaining batches (at least one, maybe empty)."""
+        while self.table.flush() > 0:
+            yield self._batch()
+        yield self._batch()
+
+    def counters(self) -> dict:
+        return self.table.counters()
+
+    @property
+    def active_flows(self) -> int:
+        return self.table.active

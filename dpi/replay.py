@@ -1,0 +1,180 @@
+"""Replay: capture files -> reader -> engine -> writer, with progress, counters and a summary.
+
+Bad input never loses what was already read: a capture error ends that file (the error names the file and
+byte offset), the remaining files are still replayed, every flow collected is flushed and written, and the
+caller learns of the error through ReplayResult.errors.
+"""
+from __future__ import annotations
+
+import heapq
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from . import __version__
+from ._reader import RECORD_VERSION
+from .capture import CaptureError, CaptureReader
+from .engine import Engine, EngineConfig
+from .writer import FlowWriter
+
+TOP_HOSTS_CAP = 1_000_000  # distinct hosts kept for the top-talkers summary (bounded; counted when hit)
+
+
+class InputError(Exception):
+    """An input file cannot be opened (message names the file)."""
+
+
+@dataclass
+class Progress:
+    """What a progress display needs; passed to the callback about every batch."""
+    file_index: int
+    file_count: int
+    path: str
+    bytes_done: int
+    bytes_total: int
+    packets: int
+    active_flows: int
+    elapsed_s: float
+
+
+@dataclass
+class ReplayResult:
+    output: str
+    packets: int = 0
+    bytes_ip: int = 0
+    records: int = 0
+    flows: int = 0
+    elapsed_s: float = 0.0
+    errors: list[str] = field(default_factory=list)
+    counters: dict = field(default_factory=dict)
+    top_flows: list[tuple] = field(default_factory=list)   # (bytes, packets, "src:port -> dst:port proto")
+    top_hosts: list[tuple] = field(default_factory=list)   # (bytes, host)
+    hosts_capped: bool = False
+
+
+class _Summary:
+    """Running top-N over the written batches: bounded memory whatever the number of flows."""
+
+    def __init__(self, n: int = 5):
+        self.n = n
+        self.flows: list[tuple] = []
+        self.hosts: dict[str, int] = {}
+        self.capped = False
+
+    def add(self, b: pa.RecordBatch) -> None:
+        if b.num_rows == 0:
+            return
+        tot = pc.add(b.column("src_bytes"), b.column("dst_bytes"))
+        k = min(self.n, b.num_rows)
+        idx = np.argpartition(-tot.to_numpy(), k - 1)[:k] if b.num_rows > k else np.arange(b.num_rows)
+        sub = b.take(pa.array(idx))
+        for row in sub.to_pylist():
+            label = (f"{row['src_ip']}:{row['src_port']} -> {row['dst_ip']}:{row['dst_port']} "
+                     f"proto {row['protocol']}")
+            item = (row["src_bytes"] + row["dst_bytes"], row["src_packets"] + row["dst_packets"], label)
+            heapq.heappush(self.flows, item)
+            if len(self.flows) > self.n:
+                heapq.heappop(self.flows)
+        t = pa.table({"h": pa.concat_arrays([b.column("src_ip"), b.column("dst_ip")]),
+                      "v": pa.concat_arrays([tot, tot])})
+        g = t.group_by("h").aggregate([("v", "sum")])
+        for h, v in zip(g.column("h").to_pylist(), g.column("v_sum").to_pylist()):
+            if h in self.hosts:
+                self.hosts[h] += v
+            elif len(self.hosts) < TOP_HOSTS_CAP:
+                self.hosts[h] = v
+            else:
+                self.capped = True
+
+    def result(self):
+        flows = sorted(self.flows, reverse=True)
+        hosts = heapq.nlargest(self.n, ((v, h) for h, v in self.hosts.items()))
+        return flows, hosts
+
+
+def replay(paths: list[str], output: str, config: EngineConfig | None = None, fmt: str | None = None,
+           progress: Callable[[Progress], None] | None = None, batch_packets: int = 16384) -> ReplayResult:
+    """Replay capture files into one flow-record file. Raises InputError before any work when an input
+    cannot be opened, OutputError (dpi.writer) when the output cannot be written."""
+    for p in paths:
+        if not os.path.exists(p):
+            raise InputError(f"{p}: no such file")
+        if os.path.isdir(p):
+            raise InputError(f"{p}: is a directory")
+        if not os.access(p, os.R_OK):
+            raise InputError(f"{p}: permission denied")
+    config = config or EngineConfig()
+    meta = {
+        "flowtap.version": __version__,
+        "flowtap.record_version": str(RECORD_VERSION),
+        "flowtap.capture_source": json.dumps([os.path.abspath(p) for p in paths]),
+        "flowtap.settings": json.dumps(config.settings()),
+    }
+    engine = Engine(config, meta)
+    meta["flowtap.observer_host"] = engine.observer
+    engine.schema = engine.schema.with_metadata({**engine.schema.metadata,
+                                                 b"flowtap.observer_host": engine.observer.encode()})
+    writer = FlowWriter(output, engine.schema, fmt)
+    res = ReplayResult(output=output)
+    summary = _Summary()
+    reader_counters: dict[str, int] = {}
+    t0 = time.monotonic()
+
+    def counters() -> dict:
+        c = dict(engine.counters())
+        c["reader"] = dict(reader_counters)
+        c["capture_errors"] = list(res.errors)
+        c["files"] = len(paths)
+        return c
+
+    def emit(batch: pa.RecordBatch) -> None:
+        summary.add(batch)
+        writer.write(batch, counters())
+
+    try:
+        for fi, path in enumerate(paths):
+            try:
+                reader = CaptureReader(path, batch_size=batch_packets, file_index=fi)
+            except CaptureError as e:
+                res.errors.append(str(e))
+                continue
+            except OSError as e:
+                res.errors.append(f"{path}: cannot read: {e.strerror or e}")
+                continue
+            try:
+                for records, _data in reader:
+                    for batch in engine.add(records):
+                        emit(batch)
+                    if progress is not None:
+                        progress(Progress(fi, len(paths), path, reader.bytes_consumed, reader.total_bytes,
+                                          engine.table.packets_seen, engine.active_flows,
+                                          time.monotonic() - t0))
+            except CaptureError as e:
+                res.errors.append(str(e))
+            finally:
+                for k, v in reader.counters.items():
+                    if isinstance(v, int):
+                        reader_counters[k] = reader_counters.get(k, 0) + v
+                reader.close()
+    finally:
+        # whatever happened above (capture error, Ctrl-C), the flows collected so far are written out
+        for batch in engine.flush():
+            emit(batch)
+        writer.close(counters())
+
+    c = engine.counters()
+    res.counters = counters()
+    res.packets = c["packets_seen"]
+    res.bytes_ip = c["bytes_metered"]
+    res.records = c["records_exported"]
+    res.flows = c["flows_created"]
+    res.elapsed_s = time.monotonic() - t0
+    res.top_flows, res.top_hosts = summary.result()
+    res.hosts_capped = summary.capped
+    return res

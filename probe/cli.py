@@ -1,0 +1,231 @@
+"""The flowtap command line: replay captures, inspect flow files.
+
+Exit codes (all commands): 0 success; 2 usage error; 3 an input could not be read or is not a valid capture
+(everything read before the problem is still written); 4 the output could not be written; 130 interrupted
+(the output is still written and sealed).
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+import click
+
+EXIT_INPUT = 3
+EXIT_OUTPUT = 4
+EXIT_INTERRUPTED = 130
+
+
+def _err(msg: str) -> None:
+    click.echo(f"flowtap: {msg}", err=True)
+
+
+def _mb(n: float) -> str:
+    return f"{n / 1e6:,.1f} MB"
+
+
+class _ProgressLine:
+    """One self-overwriting progress line on stderr, at most 5 updates a second (wall clock only paces
+    the display; it never reaches the data)."""
+
+    def __init__(self):
+        self.last = 0.0
+        self.shown = False
+
+    def __call__(self, p) -> None:
+        now = time.monotonic()
+        if now - self.last < 0.2:
+            return
+        self.last = now
+        pct = 100.0 * p.bytes_done / p.bytes_total if p.bytes_total else 0.0
+        rate = p.packets / p.elapsed_s / 1e6 if p.elapsed_s > 0 else 0.0
+        name = os.path.basename(p.path)
+        line = (f"[{p.file_index + 1}/{p.file_count}] {name}: {_mb(p.bytes_done)} / {_mb(p.bytes_total)} "
+                f"({pct:4.1f}%)  {p.packets:,} pkts  {rate:.2f} Mpps  {p.active_flows:,} active flows")
+        sys.stderr.write("\r\x1b[K" + line)
+        sys.stderr.flush()
+        self.shown = True
+
+    def done(self) -> None:
+        if self.shown:
+            sys.stderr.write("\r\x1b[K")
+            sys.stderr.flush()
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.version_option(package_name="flowtap", prog_name="flowtap")
+def main():
+    """flowtap: per-flow TCP and RoCEv2 visibility, written as Apache Arrow flow records.
+
+    \b
+    Examples:
+      flowtap replay trace.pcap -o flows.parquet
+      flowtap inspect flows.parquet
+    """
+
+
+REPLAY_EPILOG = """
+\b
+Examples:
+  flowtap replay trace.pcap -o flows.parquet
+  flowtap replay a.pcapng b.pcap.gz c.pcap.zst -o flows.arrow      # several files, one output
+  flowtap replay big.pcap -o flows.arrows --idle-timeout 30 --max-flows 200000
+  flowtap replay trace.pcap -o - | python -c 'import pyarrow as pa,sys; print(pa.ipc.open_stream(sys.stdin.buffer).read_all().num_rows)'
+
+\b
+Output format from the extension: .parquet (Parquet, zstd), .arrow (Arrow IPC file), .arrows (Arrow
+IPC stream; "-" writes a stream to stdout). The file appears under its name only once complete.
+Exit codes: 0 ok, 2 usage, 3 unreadable or malformed input (what was read is still written),
+4 output error, 130 interrupted (output still sealed).
+"""
+
+
+@main.command(epilog=REPLAY_EPILOG)
+@click.argument("captures", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("-o", "--output", required=True, help="Flow-record file to write (.parquet, .arrow, .arrows, -).")
+@click.option("--format", "fmt", type=click.Choice(["parquet", "ipc_file", "ipc_stream"]),
+              help="Output format, when the extension does not say.")
+@click.option("--idle-timeout", default=120.0, show_default=True, type=float, metavar="S",
+              help="A flow with no packet for S seconds (packet time) ends.")
+@click.option("--active-timeout", default=1800.0, show_default=True, type=float, metavar="S",
+              help="A long flow yields a record every S seconds (same flow_id, delta counters).")
+@click.option("--max-flows", default=1_000_000, show_default=True, type=int, metavar="N",
+              help="Flow-table capacity; when full, the least recently seen flow is exported early "
+                   "(flow_end_reason 5) and counted.")
+@click.option("--observer", default="", metavar="NAME", help="observer_host value (default: host name).")
+@click.option("--progress/--no-progress", default=None,
+              help="Progress on stderr (default: when stderr is a terminal).")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON instead of text.")
+def replay(captures, output, fmt, idle_timeout, active_timeout, max_flows, observer, progress, as_json):
+    """Replay pcap/pcapng captures (plain, .gz or .zst) into flow records."""
+    from dpi.engine import EngineConfig
+    from dpi.replay import InputError, replay as run_replay
+    from dpi.writer import OutputError
+
+    config = EngineConfig(idle_timeout_s=idle_timeout, active_timeout_s=active_timeout,
+                          max_flows=max_flows, observer_host=observer)
+    try:
+        config.validate()
+    except ValueError as e:
+        raise click.UsageError(str(e))
+    show = sys.stderr.isatty() if progress is None else progress
+    bar = _ProgressLine() if show else None
+    interrupted = False
+    try:
+        res = run_replay(list(captures), output, config, fmt=fmt, progress=bar)
+    except InputError as e:
+        _err(str(e))
+        sys.exit(EXIT_INPUT)
+    except OutputError as e:
+        if bar:
+            bar.done()
+        _err(str(e))
+        sys.exit(EXIT_OUTPUT)
+    except KeyboardInterrupt:
+        if bar:
+            bar.done()
+        _err(f"interrupted; flows collected so far were written to {output}")
+        sys.exit(EXIT_INTERRUPTED)
+    if bar:
+        bar.done()
+    for e in res.errors:
+        _err(e)
+    out = sys.stderr if output == "-" else sys.stdout
+    if as_json:
+        click.echo(json.dumps({
+            "output": res.output, "packets": res.packets, "bytes_ip": res.bytes_ip, "flows": res.flows,
+            "records": res.records, "elapsed_s": round(res.elapsed_s, 3), "errors": res.errors,
+            "counters": res.counters,
+            "top_flows": [{"bytes": b, "packets": p, "flow": f} for b, p, f in res.top_flows],
+            "top_hosts": [{"bytes": b, "host": h} for b, h in res.top_hosts],
+        }, indent=2), file=out)
+    else:
+        click.echo(format_summary(res), file=out)
+    if res.errors:
+        sys.exit(EXIT_INPUT)
+
+
+def format_summary(res) -> str:
+    c = res.counters
+    rate = res.packets / res.elapsed_s / 1e6 if res.elapsed_s > 0 else 0.0
+    lines = [
+        f"replayed {c.get('files', 0)} file(s): {res.packets:,} packets, {res.flows:,} flows, "
+        f"{res.records:,} records, {_mb(res.bytes_ip)} IP -> {res.output}",
+        f"  {res.elapsed_s:.2f} s, {rate:.2f} Mpps",
+    ]
+    nm = c.get("not_metered_by_reason", {})
+    if nm:
+        parts = ", ".join(f"{k} {v:,}" for k, v in sorted(nm.items(), key=lambda kv: -kv[1]))
+        lines.append(f"  packets not metered: {c.get('packets_not_metered', 0):,} ({parts})")
+    reasons = {k: v for k, v in c.get("parse_reasons", {}).items() if k != "ok"}
+    metered_with_note = {k: v for k, v in reasons.items() if v != nm.get(k, 0)}
+    if metered_with_note:
+        parts = ", ".join(f"{k} {v - nm.get(k, 0):,}" for k, v in metered_with_note.items())
+        lines.append(f"  metered with a parse note: {parts}")
+    ends = c.get("records_by_end_reason", {})
+    if ends:
+        lines.append("  records by end reason: " + ", ".join(f"{k} {v:,}" for k, v in ends.items()))
+    if c.get("flows_evicted"):
+        lines.append(f"  flows evicted because the table was full (--max-flows {c.get('max_flows')}): "
+                     f"{c['flows_evicted']:,}")
+    rd = c.get("reader", {})
+    extra = {k: v for k, v in rd.items() if v and k not in ("packets", "bytes")}
+    if extra:
+        lines.append("  reader: " + ", ".join(f"{k} {v:,}" for k, v in sorted(extra.items())))
+    if res.top_flows:
+        lines.append("  top flows by bytes:")
+        for b, p, f in res.top_flows:
+            lines.append(f"    {_mb(b):>12}  {p:>10,} pkts  {f}")
+    if res.top_hosts:
+        lines.append("  top talkers (bytes sent + received):")
+        for b, h in res.top_hosts:
+            lines.append(f"    {_mb(b):>12}  {h}")
+    if res.errors:
+        lines.append(f"  {len(res.errors)} input error(s), see stderr; everything read before them was written")
+    return "\n".join(lines)
+
+
+INSPECT_EPILOG = """
+\b
+Examples:
+  flowtap inspect flows.parquet
+  flowtap inspect flows.arrow --top 20
+  flowtap inspect flows.arrows --json
+"""
+
+
+@main.command(epilog=INSPECT_EPILOG)
+@click.argument("path", type=click.Path(exists=True, dir_okay=False))
+@click.option("--top", default=10, show_default=True, help="Number of top flows (by bytes) to list.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def inspect(path, top, as_json):
+    """Show a flow file's schema, metadata, row count, run counters and top flows."""
+    from dpi.inspect import InspectError, inspect_file
+
+    try:
+        info = inspect_file(path, top)
+    except InspectError as e:
+        _err(str(e))
+        sys.exit(EXIT_INPUT)
+    if as_json:
+        click.echo(json.dumps(info, indent=2, default=str))
+        return
+    from dpi.inspect import format_info
+    click.echo(format_info(info))
+
+
+@main.command("make-sample", hidden=True)
+@click.argument("output", type=click.Path(dir_okay=False))
+@click.option("--truth", type=click.Path(dir_okay=False), help="Also write the ground-truth JSON.")
+def make_sample(output, truth):
+    """Regenerate the bundled sample capture (needs scapy)."""
+    from probe import samplegen
+
+    argv = [output] + (["--truth", truth] if truth else [])
+    sys.exit(samplegen.main(argv))
+
+
+if __name__ == "__main__":
+    main()
