@@ -61,6 +61,14 @@ def _strings(offsets: np.ndarray, data: np.ndarray) -> pa.Array:
     return pa.StringArray.from_buffers(len(offsets) - 1, pa.py_buffer(offsets), pa.py_buffer(data))
 
 
+def _repeat(text: str, n: int) -> pa.Array:
+    """A string column holding the same text n times, built from two buffers."""
+    b = text.encode()
+    offsets = np.arange(0, len(b) * (n + 1), len(b) or 1, dtype=np.int32)[: n + 1] if b else \
+        np.zeros(n + 1, np.int32)
+    return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(b * n))
+
+
 def _masked(values: np.ndarray, valid: np.ndarray, typ: pa.DataType) -> pa.Array:
     return pa.array(values, type=typ, mask=~valid)
 
@@ -82,8 +90,7 @@ def build_batch(recs: np.ndarray, schema: pa.Schema, observer: str, seed: int = 
         "flow_id": pa.array(recs["flow_id"], pa.uint64()),
         "record_seq": pa.array(recs["rec_seq"], pa.uint32()),
         "community_id": _strings(co, cd),
-        "observer_host": pa.array(np.full(n, observer, dtype=object), pa.string()) if n else
-        pa.array([], pa.string()),
+        "observer_host": _repeat(observer, n),
         "flow_start": pa.array(start, pa.int64()).view(pa.timestamp("ns", tz="UTC")),
         "flow_end": pa.array(end, pa.int64()).view(pa.timestamp("ns", tz="UTC")),
         "duration_ns": pa.array(end - start, pa.int64()),

@@ -135,9 +135,10 @@ def test_port_reuse_after_close_starts_new_flow():
 
 
 def test_capacity_evicts_least_recently_seen_and_counts():
-    pk = [pkt(i, "10.0.0.1", "10.0.0.2", 1000 + i, 80, proto=17) for i in range(5)]
-    pk.append(pkt(10, "10.0.0.1", "10.0.0.2", 1000, 80, proto=17))  # refresh flow 0
-    pk += [pkt(20 + i, "10.0.0.1", "10.0.0.2", 2000 + i, 80, proto=17) for i in range(2)]
+    # recency is tracked to 1/64 of the shortest timeout (here 10 s / 64): packets 1 s apart are ordered
+    pk = [pkt(i * S, "10.0.0.1", "10.0.0.2", 1000 + i, 80, proto=17) for i in range(5)]
+    pk.append(pkt(10 * S, "10.0.0.1", "10.0.0.2", 1000, 80, proto=17))  # refresh flow 0
+    pk += [pkt((20 + i) * S, "10.0.0.1", "10.0.0.2", 2000 + i, 80, proto=17) for i in range(2)]
     out, t = run(pk, max_flows=5)
     evicted = [int(r["src_port"]) for r in out if r["end_reason"] == 5]
     assert evicted == [1001, 1002]  # flow 1000 was refreshed, so 1001 and 1002 were the least recent
@@ -267,3 +268,15 @@ def test_engine_batches_are_valid_arrow():
     assert batches[0].column("observer_host")[0].as_py() == "obs1"
     assert batches[0].column("src_ip")[0].as_py() == "10.0.0.1"
     assert batches[0].column("tcp_flags").null_count == batches[0].num_rows  # UDP: not measured
+
+
+def test_address_text_matches_python_ipaddress():
+    rng = np.random.default_rng(3)
+    addrs = [ipaddress.IPv4Address(int(x)) for x in rng.integers(0, 2**32, 300)]
+    addrs += [ipaddress.IPv4Address(a) for a in ("0.0.0.0", "255.255.255.255", "10.0.100.9")]
+    addrs += [ipaddress.IPv6Address(bytes(rng.integers(0, 256, 16, dtype=np.uint8))) for _ in range(100)]
+    addrs += [ipaddress.IPv6Address(a) for a in ("::", "::1", "fe80::1:0:0:1", "2001:db8::ffff:1.2.3.4")]
+    recs = _cid_records([(str(a), str(a), 17, 1, 2) for a in addrs])
+    (off, data), _, _ = _flowtable.text_columns(recs)
+    got = [bytes(data[off[i]:off[i + 1]]).decode() for i in range(len(addrs))]
+    assert got == [str(a) for a in addrs]
