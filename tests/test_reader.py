@@ -541,6 +541,33 @@ def test_truncated_compressed_stream(tmp_path):
     zs.write_bytes(zstandard.ZstdCompressor().compress(raw)[:len(raw) // 4])
     recs, _, err = read_all(zs)
     assert err is not None and [r[6] for r in recs] == fr[:len(recs)]
+    assert "zstd stream truncated" in err.message
+
+
+def test_compressed_cut_at_record_boundary(tmp_path):
+    """The decompressed bytes end cleanly after a record, but the compressed stream was cut inside the
+    next member / frame: still an error, at the end of the decompressed bytes."""
+    fr = frames(20, seed=6)
+    raw = pcap_bytes([(1, i, f, None) for i, f in enumerate(fr)])
+    k = len(pcap_bytes([(1, i, f, None) for i, f in enumerate(fr[:12])]))
+    c = zstandard.ZstdCompressor(write_checksum=True)
+    second = c.compress(raw[k:])
+    assert len(raw) - k < 128 * 1024  # one block: nothing of it comes out before it is complete
+    # cut inside the magic, the frame header, the block; inside the checksum all data is out already
+    for cut, n_good, offset in ((3, 12, k), (6, 12, k), (len(second) // 2, 12, k),
+                                (len(second) - 2, 20, len(raw))):
+        zs = write(tmp_path, f"z{cut}.pcap.zst", c.compress(raw[:k]) + second[:cut])
+        recs, _, err = read_all(zs)
+        assert [r[6] for r in recs] == fr[:n_good]
+        assert (err.offset, err.message) == (offset, "zstd stream truncated (the input ends inside a frame)")
+    skippable = struct.pack("<II", 0x184D2A5E, 5) + b"12345"
+    zs = write(tmp_path, "zskip.pcap.zst", c.compress(raw[:k]) + skippable + second)
+    assert [r[6] for r in read_all(zs)[0]] == fr
+    assert read_all(zs)[2] is None
+    gz = write(tmp_path, "g.pcap.gz", gzip.compress(raw[:k]) + gzip.compress(raw[k:])[:15])
+    recs, _, err = read_all(gz)
+    assert [r[6] for r in recs] == fr[:12]
+    assert (err.offset, err.message) == (k, "gzip stream truncated (the last member has no end)")
 
 
 def test_absurd_captured_length(tmp_path):
