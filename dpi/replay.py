@@ -140,7 +140,7 @@ def replay(paths: list[str], output: str, config: EngineConfig | None = None, fm
     try:
         for fi, path in enumerate(paths):
             try:
-                reader = CaptureReader(path, batch_size=batch_packets, file_index=fi)
+                reader = CaptureReader(path, batch_size=batch_packets)
             except CaptureError as e:
                 res.errors.append(str(e))
                 continue

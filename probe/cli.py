@@ -147,6 +147,11 @@ def replay(captures, output, fmt, idle_timeout, active_timeout, max_flows, obser
         sys.exit(EXIT_INPUT)
 
 
+# reader counters worth a line in the summary when non-zero (the others are in the file's metadata)
+READER_ANOMALIES = ("truncated", "over_snaplen", "caplen_over_wire", "bad_options", "ts_clamped",
+                    "obsolete_packets")
+
+
 def format_summary(res) -> str:
     c = res.counters
     rate = res.packets / res.elapsed_s / 1e6 if res.elapsed_s > 0 else 0.0
@@ -171,7 +176,7 @@ def format_summary(res) -> str:
         lines.append(f"  flows evicted because the table was full (--max-flows {c.get('max_flows')}): "
                      f"{c['flows_evicted']:,}")
     rd = c.get("reader", {})
-    extra = {k: v for k, v in rd.items() if v and k not in ("packets", "bytes")}
+    extra = {k: v for k, v in rd.items() if v and k in READER_ANOMALIES}
     if extra:
         lines.append("  reader: " + ", ".join(f"{k} {v:,}" for k, v in sorted(extra.items())))
     if res.top_flows:
