@@ -411,21 +411,22 @@ def markdown(cap, machine, rows, repeat, floor_mb):
         "per tool; the other columns come from that run.",
         "",
         "| tool | Mpps | wall s | peak RSS MB (tree) | flows | largest proc MB | procs | CPU s | CPU wait % "
-        "| x NFStream |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| x NFStream | wall s, every run |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     nfs = next((r for r in rows if r["name"] == "nfstream" and r.get("best")), None)
     for r in rows:
         b = r.get("best")
         if not b:
-            lines.append(f"| {r['name']} | - | - | - | - | - | - | - | - | {r['why']} |")
+            lines.append(f"| {r['name']} | - | - | - | - | - | - | - | - | {r['why']} | |")
             continue
         mpps = cap["packets"] / b["wall_s"] / 1e6
         flows = "-" if r.get("flows") is None else f"{r['flows']:,}"
         ratio = f"{b_ratio(b, nfs):.2f}" if nfs else "-"
         wait = "-" if b["cpu_wait_pct"] is None else f"{b['cpu_wait_pct']:.0f}"
+        walls = " ".join(f"{x['wall_s']:.2f}" if x["ok"] else "fail" for x in r["runs"])
         lines.append(f"| {r['name']} | {mpps:.3f} | {b['wall_s']:.2f} | {b['tree_rss_mb']:.0f} | {flows} | "
-                     f"{b['largest_rss_mb']:.0f} | {b['procs']} | {b['cpu_s']:.2f} | {wait} | {ratio} |")
+                     f"{b['largest_rss_mb']:.0f} | {b['procs']} | {b['cpu_s']:.2f} | {wait} | {ratio} | {walls} |")
     lines.append("")
     ft = next((r for r in rows if r["name"] == "flowtap"), None)
     if ft and ft.get("best") and nfs:
