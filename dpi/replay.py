@@ -15,7 +15,6 @@ from typing import Callable
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from . import __version__
 from ._reader import RECORD_VERSION
@@ -70,9 +69,10 @@ class _Summary:
     def add(self, b: pa.RecordBatch) -> None:
         if b.num_rows == 0:
             return
-        tot = pc.add(b.column("src_bytes"), b.column("dst_bytes"))
+        tot_np = b.column("src_bytes").to_numpy() + b.column("dst_bytes").to_numpy()
+        tot = pa.array(tot_np)
         k = min(self.n, b.num_rows)
-        idx = np.argpartition(-tot.to_numpy(), k - 1)[:k] if b.num_rows > k else np.arange(b.num_rows)
+        idx = np.argpartition(-tot_np.astype(np.int64), k - 1)[:k] if b.num_rows > k else np.arange(b.num_rows)
         sub = b.take(pa.array(idx))
         for row in sub.to_pylist():
             label = (f"{row['src_ip']}:{row['src_port']} -> {row['dst_ip']}:{row['dst_port']} "

@@ -11,7 +11,6 @@ import os
 import sys
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 FORMATS = {
     ".parquet": "parquet",
@@ -66,6 +65,7 @@ class FlowWriter:
                 raise OutputError(f"{path}: cannot write: {e.strerror or e}") from None
         try:
             if self.format == "parquet":
+                import pyarrow.parquet as pq  # only when writing Parquet: it costs 20 ms to import
                 self._w = pq.ParquetWriter(self._sink, schema, compression=compression)
             else:
                 opts = pa.ipc.IpcWriteOptions(compression=compression)
@@ -120,6 +120,7 @@ def read_counters(path: str) -> dict | None:
     """The final run counters stored in a flowtap output file, or None."""
     fmt = format_for(path)
     if fmt == "parquet":
+        import pyarrow.parquet as pq
         md = pq.ParquetFile(path).metadata.metadata or {}
         raw = md.get(b"flowtap.counters")
         return json.loads(raw) if raw else None

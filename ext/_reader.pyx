@@ -192,6 +192,9 @@ class _ZstdFrameWalker:
                     self._state = "magic"
 
 
+RELEASE_STEP = 16 << 20  # bytes of a mapped capture released at a time once read
+
+
 cdef class CaptureReader:
     """Reads one capture file (classic pcap or pcapng; plain, gzip or zstd) in batches of packet records.
 
@@ -218,6 +221,7 @@ cdef class CaptureReader:
     cdef readonly Py_ssize_t chunk_size
     cdef object _fh
     cdef object _mm
+    cdef size_t _released
     cdef object _zstd
     cdef object _zstd_frames
     cdef object _zdec
@@ -383,6 +387,13 @@ cdef class CaptureReader:
             raise StopIteration
         if self._compact_pending:
             self._compact()
+        if self._mm is not None and self._pos >= self._released + RELEASE_STEP:
+            # The previous batch is done with: give the mapped pages behind the read position back, so
+            # that a multi-GB capture does not show up whole in the resident set (it stays in page cache).
+            upto = (self._pos // _mmap.PAGESIZE) * _mmap.PAGESIZE
+            if hasattr(self._mm, "madvise"):
+                self._mm.madvise(_mmap.MADV_DONTNEED, self._released, upto - self._released)
+            self._released = upto
         while True:
             want = <uint32_t> (self.batch_size - n)
             with nogil:

@@ -13,6 +13,10 @@ import time
 
 import click
 
+# numpy's OpenBLAS starts a thread per core that spins while idle; flowtap does no linear algebra, and on a
+# small host those threads took 9 % of a replay's CPU (perf) from the core the engine needs.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
 EXIT_INPUT = 3
 EXIT_OUTPUT = 4
 EXIT_INTERRUPTED = 130
