@@ -128,6 +128,11 @@ if [ "$up_to_date" -eq 1 ]; then
     PYTHONWARNINGS=ignore .venv/bin/python setup.py -q build_ext --inplace >&2
 else
     rm -f "$stamp_file"
+    # Cython bakes the directives (bounds checks or not) into the C it generates and regenerates only when
+    # the .pyx is newer, so a switch between debug and release would keep the old C: drop what it generated.
+    for pyx in ext/*.pyx; do
+        [ -f "$pyx" ] && rm -f "${pyx%.pyx}.c"
+    done
     step="installing build requirements (setuptools wheel Cython numpy)"
     say "pip install build requirements"
     pip install -q setuptools wheel "Cython>=3" numpy >&2
