@@ -123,9 +123,16 @@ if [ -z "${FLOWTAP_REINSTALL:-}" ] && [ -f "$stamp_file" ] && [ "$(sed -n 1p "$s
     fi
 fi
 if [ "$up_to_date" -eq 1 ]; then
-    step="rebuilding changed extensions (setup.py build_ext --inplace)"
-    say "dependencies up to date; rebuilding changed extensions only ($mode build)"
-    PYTHONWARNINGS=ignore .venv/bin/python setup.py -q build_ext --inplace >&2
+    # pip's build leaves no build/ tree for build_ext to compare with, so look at the modules themselves first
+    # shellcheck disable=SC2012  # module names are ours and plain
+    oldest_module=$(ls -tr dpi/*.so 2>/dev/null | head -n 1 || true)
+    if [ -n "$oldest_module" ] && [ -z "$(find ext setup.py -type f -newer "$oldest_module" | head -n 1)" ]; then
+        say "dependencies and compiled modules up to date ($mode build)"
+    else
+        step="rebuilding changed extensions (setup.py build_ext --inplace)"
+        say "dependencies up to date; rebuilding changed extensions ($mode build)"
+        PYTHONWARNINGS=ignore .venv/bin/python setup.py -q build_ext --inplace >&2
+    fi
 else
     rm -f "$stamp_file"
     # Cython bakes the directives (bounds checks or not) into the C it generates and regenerates only when
