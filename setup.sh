@@ -16,7 +16,8 @@ set -eu
 
 cd "$(dirname "$0")"
 
-say() { printf 'setup: %s\n' "$*" >&2; }
+t_start=$(date +%s)
+say() { printf 'setup: [%3ss] %s\n' "$(($(date +%s) - t_start))" "$*" >&2; }
 die() { printf 'setup: ERROR: %s\n' "$*" >&2; exit 1; }
 
 step="starting"
