@@ -30,6 +30,7 @@ on_exit() {
 }
 trap on_exit EXIT
 
+step="parsing arguments"
 with_test=0
 for arg in "$@"; do
     case "$arg" in
