@@ -57,6 +57,14 @@ class ReplayResult:
     hosts_capped: bool = False
 
 
+PROTO_NAMES = {1: "icmp", 6: "tcp", 17: "udp", 47: "gre", 50: "esp", 58: "icmpv6", 132: "sctp"}
+
+
+def endpoint(ip: str, port: int) -> str:
+    """addr:port, with IPv6 addresses in brackets (RFC 5952 section 6)."""
+    return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
+
+
 class _Summary:
     """Running top-N over the written batches: bounded memory whatever the number of flows."""
 
@@ -73,10 +81,12 @@ class _Summary:
         tot = pa.array(tot_np)
         k = min(self.n, b.num_rows)
         idx = np.argpartition(-tot_np.astype(np.int64), k - 1)[:k] if b.num_rows > k else np.arange(b.num_rows)
-        sub = b.take(pa.array(idx))
+        # only the columns shown: to_pylist() of a ns timestamp needs pandas
+        sub = b.select(["src_ip", "src_port", "dst_ip", "dst_port", "protocol", "src_bytes", "dst_bytes",
+                        "src_packets", "dst_packets"]).take(pa.array(idx))
         for row in sub.to_pylist():
-            label = (f"{row['src_ip']}:{row['src_port']} -> {row['dst_ip']}:{row['dst_port']} "
-                     f"proto {row['protocol']}")
+            label = (f"{endpoint(row['src_ip'], row['src_port'])} -> "
+                     f"{endpoint(row['dst_ip'], row['dst_port'])} {PROTO_NAMES.get(row['protocol'], row['protocol'])}")
             item = (row["src_bytes"] + row["dst_bytes"], row["src_packets"] + row["dst_packets"], label)
             heapq.heappush(self.flows, item)
             if len(self.flows) > self.n:

@@ -30,6 +30,21 @@ def _mb(n: float) -> str:
     return f"{n / 1e6:,.1f} MB"
 
 
+def _size(n: float) -> str:
+    """Bytes in the largest decimal unit that keeps at least one digit before the point."""
+    for unit, div in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= div:
+            return f"{n / div:,.1f} {unit}"
+    return f"{int(n)} B"
+
+
+def _rate(packets: int, seconds: float) -> str:
+    if seconds <= 0:
+        return "-"
+    r = packets / seconds
+    return f"{r / 1e6:.2f} Mpps" if r >= 1e5 else f"{r:,.0f} pps"
+
+
 class _ProgressLine:
     """One self-overwriting progress line on stderr, at most 5 updates a second (wall clock only paces
     the display; it never reaches the data)."""
@@ -158,11 +173,10 @@ READER_ANOMALIES = ("truncated", "over_snaplen", "caplen_over_wire", "bad_option
 
 def format_summary(res) -> str:
     c = res.counters
-    rate = res.packets / res.elapsed_s / 1e6 if res.elapsed_s > 0 else 0.0
     lines = [
         f"replayed {c.get('files', 0)} file(s): {res.packets:,} packets, {res.flows:,} flows, "
-        f"{res.records:,} records, {_mb(res.bytes_ip)} IP -> {res.output}",
-        f"  {res.elapsed_s:.2f} s, {rate:.2f} Mpps",
+        f"{res.records:,} records, {_size(res.bytes_ip)} of IP traffic -> {res.output}",
+        f"  {res.elapsed_s:.2f} s, {_rate(res.packets, res.elapsed_s)}",
     ]
     nm = c.get("not_metered_by_reason", {})
     if nm:
@@ -186,11 +200,11 @@ def format_summary(res) -> str:
     if res.top_flows:
         lines.append("  top flows by bytes:")
         for b, p, f in res.top_flows:
-            lines.append(f"    {_mb(b):>12}  {p:>10,} pkts  {f}")
+            lines.append(f"    {_size(b):>10}  {p:>9,} pkts  {f}")
     if res.top_hosts:
         lines.append("  top talkers (bytes sent + received):")
         for b, h in res.top_hosts:
-            lines.append(f"    {_mb(b):>12}  {h}")
+            lines.append(f"    {_size(b):>10}  {h}")
     if res.errors:
         lines.append(f"  {len(res.errors)} input error(s), see stderr; everything read before them was written")
     return "\n".join(lines)
