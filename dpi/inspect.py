@@ -40,7 +40,7 @@ def _read(path: str, fmt: str) -> tuple[pa.Table, dict, int]:
         if fmt == "ipc_file":
             r = pa.ipc.open_file(src)
             for i in range(r.num_record_batches):
-                b, meta = r.get_record_batch_with_custom_metadata(i)
+                b, meta = r.get_batch_with_custom_metadata(i)
                 batches.append(b)
                 if meta is not None and b"flowtap.counters" in meta:
                     counters = json.loads(meta[b"flowtap.counters"])

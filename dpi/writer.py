@@ -129,7 +129,7 @@ def read_counters(path: str) -> dict | None:
         if fmt == "ipc_file":
             r = pa.ipc.open_file(f)
             for i in range(r.num_record_batches):
-                _, meta = r.get_record_batch_with_custom_metadata(i)
+                _, meta = r.get_batch_with_custom_metadata(i)
                 if meta and b"flowtap.counters" in meta:
                     last = meta[b"flowtap.counters"]
         else:

@@ -219,17 +219,21 @@ def test_missing_input_and_bad_options(tmp_path):
     assert r.returncode == 2
 
 
-def test_inspect_and_json_summary(capture, tmp_path):
+@pytest.mark.parametrize("ext", ["parquet", "arrow", "arrows"])
+def test_inspect_and_json_summary(capture, tmp_path, ext):
     pcap, exp = capture
-    out = tmp_path / "f.arrows"
+    out = tmp_path / f"f.{ext}"
     r = run("replay", pcap, "-o", out, "--json")
     summary = json.loads(r.stdout)
     assert summary["packets"] == 12 and summary["flows"] == 3
     assert summary["counters"]["packets_metered"] == 12
     r = run("inspect", out)
-    assert "3 rows" in r.stdout and "Arrow IPC stream" in r.stdout and "192.0.2.10:40001" in r.stdout
+    kind = {"parquet": "Parquet", "arrow": "Arrow IPC file", "arrows": "Arrow IPC stream"}[ext]
+    assert "3 rows" in r.stdout and kind in r.stdout and "192.0.2.10:40001" in r.stdout
     info = json.loads(run("inspect", out, "--json").stdout)
     assert info["rows"] == 3 and info["counters"]["flows_created"] == 3
+    from dpi.writer import read_counters
+    assert read_counters(str(out))["packets_seen"] == 12
 
 
 def test_stdout_stream(capture, tmp_path):
