@@ -45,6 +45,10 @@ def _rate(packets: int, seconds: float) -> str:
     return f"{r / 1e6:.2f} Mpps" if r >= 1e5 else f"{r:,.0f} pps"
 
 
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 class _ProgressLine:
     """One self-overwriting progress line on stderr, at most 5 updates a second (wall clock only paces
     the display; it never reaches the data)."""
@@ -129,6 +133,9 @@ def replay(captures, output, fmt, idle_timeout, active_timeout, max_flows, obser
         config.validate()
     except ValueError as e:
         raise click.UsageError(str(e))
+    # SIGTERM (systemd stop, kill) ends a replay like Ctrl-C: stop reading, write and seal the output
+    import signal
+    signal.signal(signal.SIGTERM, _raise_interrupt)
     show = sys.stderr.isatty() if progress is None else progress
     bar = _ProgressLine() if show else None
     interrupted = False

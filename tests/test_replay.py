@@ -254,3 +254,32 @@ def test_max_flows_evictions_reach_the_output(capture, tmp_path):
     assert 5 in t.column("flow_end_reason").to_pylist()
     md = json.loads(pq.ParquetFile(out).metadata.metadata[b"flowtap.counters"])
     assert md["flows_evicted"] >= 2 and "evicted" in r.stdout
+
+
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_interrupt_writes_what_was_read(capture, tmp_path, sig):
+    """A replay stopped by a signal (here while it waits on a pipe that stays open) still writes and seals
+    every flow read so far, and exits 130."""
+    import signal
+    import time
+    pcap, exp = capture
+    fifo = tmp_path / "live.pcap"
+    os.mkfifo(fifo)
+    out = tmp_path / "f.parquet"
+    proc = subprocess.Popen(FLOWTAP + ["replay", str(fifo), "-o", str(out)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[1])
+    with open(fifo, "wb") as w:
+        w.write(pcap.read_bytes())
+        w.flush()
+        time.sleep(1.5)  # the replay has read everything and waits for more
+        proc.send_signal(getattr(signal, sig))
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    assert "interrupted" in err and "Traceback" not in err
+    assert flows_of(pq.read_table(out)) == exp
+
+
+def test_progress_on_stderr(capture, tmp_path):
+    pcap, _ = capture
+    r = run("replay", pcap, "-o", tmp_path / "f.parquet", "--progress")
+    assert "conv.pcap" in r.stderr and "active flows" in r.stderr
