@@ -25,12 +25,15 @@ cdef extern from "ft_ring.h" nogil:
         uint64_t discarded
         uint64_t malformed
         uint64_t snippet_bytes
+        uint64_t gso_split
+        uint64_t gso_unsplit
     uint64_t ft_ring_drain(ft_ring *r, ft_pkt *out, uint32_t max, uint8_t *data, uint64_t data_cap,
                            uint64_t *data_used, uint16_t *snippet_len, int64_t ts_offset_ns, uint32_t *n_out)
 
 cdef extern from "../probe/bpf/ft_live.h":
     enum:
         FT_LC__END
+        FT_LIVE_SAMPLE_HDR
     cdef struct ft_live_sample:
         pass
     cdef struct ft_live_key:
@@ -42,6 +45,7 @@ SAMPLE_SIZE = sizeof(ft_live_sample)   # with the default FT_SNAP_LEN of ft_live
 KEY_SIZE = sizeof(ft_live_key)
 FLOW_SIZE = sizeof(ft_live_flow)
 COUNTERS = FT_LC__END
+SAMPLE_HDR = FT_LIVE_SAMPLE_HDR
 
 
 cdef class RingReader:
@@ -105,7 +109,8 @@ cdef class RingReader:
 
     def counters(self):
         return {"samples": self.r.samples, "discarded": self.r.discarded, "malformed": self.r.malformed,
-                "snippet_bytes": self.r.snippet_bytes}
+                "snippet_bytes": self.r.snippet_bytes, "gso_split": self.r.gso_split,
+                "gso_unsplit": self.r.gso_unsplit}
 
     def close(self):
         if self.prod_map != NULL:

@@ -48,7 +48,7 @@ def _ext_dir() -> Path:
 # Mirrors enum ft_live_counter of probe/bpf/ft_live.h, after the FT_R__COUNT parse reasons (checked by
 # tests/test_live_layout.py against the header).
 LIVE_COUNTER_NAMES = ("packets", "wire_bytes", "not_metered", "flow_packets", "flow_map_full", "ring_records",
-                      "ring_full", "snippets", "tail_call_failed")
+                      "ring_full", "ring_full_packets", "gso_packets", "snippets", "tail_call_failed")
 
 # ft_live.h struct ft_live_key / ft_live_flow, as numpy dtypes (checked against sizeof by the layout test)
 KEY_DTYPE = np.dtype([("addr_a", "V16"), ("addr_b", "V16"), ("port_a", "<u2"), ("port_b", "<u2"),
@@ -534,6 +534,7 @@ def run_capture(ifnames: list[str], mode: str, output: str, engine_config=None, 
                 "interfaces": ifnames, "mode": mode,
                 "kernel_packets": k["packets"], "kernel_wire_bytes": k["wire_bytes"],
                 "ring_records": k["ring_records"], "ring_full_drops": k["ring_full"],
+                "ring_full_packets": k["ring_full_packets"], "gso_super_packets": k["gso_packets"],
                 "records_drained": drained, "records_in_flight": k["ring_records"] - drained,
                 "meters_packets_seen": c["packets_seen"],
                 "flow_map_full": k["flow_map_full"], "kernel_flow_packets": k["flow_packets"],

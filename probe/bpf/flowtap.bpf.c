@@ -105,7 +105,8 @@ static __always_inline int ft_live_key_of(const struct ft_pkt *p, struct ft_live
 
 /* Adds the packet to its flow's exact counters, creating the entry when there is room; a full map counts
  * FT_LC_FLOW_MAP_FULL and the packet stays counted in probe_counters only. */
-static __always_inline void ft_flow_update(const struct ft_live_key *k, int a_is_src, const struct ft_pkt *p)
+static __always_inline void ft_flow_update(const struct ft_live_key *k, int a_is_src, const struct ft_pkt *p,
+                                           ft_u64 segs, ft_u64 l3_bytes)
 {
     struct ft_live_flow *f = flow_stats.lookup((struct ft_live_key *)k);
     int d = a_is_src ? 0 : 1;
@@ -125,10 +126,10 @@ static __always_inline void ft_flow_update(const struct ft_live_key *k, int a_is
         if (!f)
             return;
     }
-    __sync_fetch_and_add(&f->packets[d], 1);
-    __sync_fetch_and_add(&f->bytes[d], p->l3_len);
+    __sync_fetch_and_add(&f->packets[d], segs);
+    __sync_fetch_and_add(&f->bytes[d], l3_bytes);
     f->last_ns = p->ts_ns; /* racy between CPUs by a few ns at most; informational */
-    ft_count(FT_LC_FLOW_PACKETS, 1);
+    ft_count(FT_LC_FLOW_PACKETS, segs);
 }
 
 /* Returns the payload snippet length to send for this record: min(FT_SNAP_LEN, payload bytes in the frame)
@@ -162,7 +163,8 @@ static __always_inline const ft_u8 *ft_at(const ft_u8 *data, ft_u32 off)
  * the linear part of a frame of wire_len bytes. FT_F_TRUNC stays clear: no snap length cuts what the kernel
  * sees; a header beyond the linear part of a non-linear skb ends the parse with a truncated_* reason. */
 static __always_inline struct ft_live_scratch *ft_begin(const ft_u8 *data, const ft_u8 *data_end,
-                                                       ft_u32 wire_len, ft_u32 ifindex, ft_u8 direction)
+                                                       ft_u32 wire_len, ft_u32 ifindex, ft_u8 direction,
+                                                       ft_u32 gso_segs, ft_u32 gso_size)
 {
     struct ft_live_scratch *s;
     ft_u32 zero = 0;
@@ -177,6 +179,9 @@ static __always_inline struct ft_live_scratch *ft_begin(const ft_u8 *data, const
     s->smp.rec.iface = (ft_u16)ifindex;
     s->smp.rec.direction = direction;
     s->smp.rec.linktype = FT_LINKTYPE_ETHERNET;
+    s->smp.gso_segs = gso_segs > 1 ? gso_segs : 1;
+    s->smp.gso_size = gso_segs > 1 ? (ft_u16)gso_size : 0;
+    s->smp.snippet_len = 0;
     s->st.off = 0;
     s->st.nx = FT_NX_ETHER; /* what ft_parse_link() answers for Ethernet */
     s->st.etype = 0;
@@ -317,7 +322,7 @@ static __always_inline void ft_account(void *ctx, int is_xdp)
 {
     struct ft_live_key key;
     struct ft_live_scratch *s;
-    ft_u64 snip = 0;
+    ft_u64 snip = 0, segs, hdrs, l3_bytes, wire_bytes;
     ft_u32 zero = 0, reason;
     int side;
 
@@ -325,17 +330,37 @@ static __always_inline void ft_account(void *ctx, int is_xdp)
     if (!s)
         return;
     reason = s->smp.rec.reason;
-    ft_count(reason < FT_R__COUNT ? reason : FT_R__COUNT - 1, 1);
-    ft_count(FT_LC_PACKETS, 1);
-    ft_count(FT_LC_WIRE_BYTES, s->smp.rec.wire_len);
+    /* A GSO super-packet stands for segs wire packets, each with its own copy of the headers: the counters
+     * say what went on the wire, as the records will once the drain has cut them (ext/ft_ring.h). */
+    segs = s->smp.gso_segs;
+    l3_bytes = s->smp.rec.l3_len;
+    wire_bytes = s->smp.rec.wire_len;
+    /* Cut only what the drain can cut as the kernel will: TCP or UDP with a payload that fills segs - 1
+     * segments of gso_size and part of one more. Anything else counts as the one packet it is here. */
+    if (segs > 1 && (s->smp.rec.flags & FT_F_L4) && (s->smp.rec.proto == 6 || s->smp.rec.proto == 17) &&
+        s->smp.gso_size > 0 && s->smp.rec.payload_len < s->smp.rec.l3_len &&
+        s->smp.rec.payload_len < s->smp.rec.wire_len &&
+        s->smp.rec.payload_len > (segs - 1) * s->smp.gso_size && s->smp.rec.payload_len <= segs * s->smp.gso_size) {
+        hdrs = s->smp.rec.l3_len - s->smp.rec.payload_len;
+        l3_bytes = segs * hdrs + s->smp.rec.payload_len;
+        wire_bytes = segs * (s->smp.rec.wire_len - s->smp.rec.payload_len) + s->smp.rec.payload_len;
+        ft_count(FT_LC_GSO_PACKETS, 1);
+    } else {
+        segs = 1;
+        s->smp.gso_segs = 1;
+        s->smp.gso_size = 0;
+    }
+    ft_count(reason < FT_R__COUNT ? reason : FT_R__COUNT - 1, segs);
+    ft_count(FT_LC_PACKETS, segs);
+    ft_count(FT_LC_WIRE_BYTES, wire_bytes);
 
     __builtin_memset(&key, 0, sizeof(key));
     side = ft_live_key_of(&s->smp.rec, &key);
     if (side) {
-        ft_flow_update(&key, side == 1, &s->smp.rec);
+        ft_flow_update(&key, side == 1, &s->smp.rec, segs, l3_bytes);
         snip = ft_snippet_len(&s->smp.rec, &key);
     } else {
-        ft_count(FT_LC_NOT_METERED, 1);
+        ft_count(FT_LC_NOT_METERED, segs);
     }
     if (!FT_WANT_RECORDS)
         return;
@@ -362,12 +387,14 @@ static __always_inline void ft_account(void *ctx, int is_xdp)
     (void)ctx;
     (void)is_xdp;
 #endif
-    if (pkt_events.ringbuf_output(&s->smp, sizeof(struct ft_pkt) + snip, 0) == 0) {
+    s->smp.snippet_len = (ft_u16)snip;
+    if (pkt_events.ringbuf_output(&s->smp, FT_LIVE_SAMPLE_HDR + snip, 0) == 0) {
         ft_count(FT_LC_RING_RECORDS, 1);
         if (snip)
             ft_count(FT_LC_SNIPPETS, 1);
     } else {
         ft_count(FT_LC_RING_FULL, 1);
+        ft_count(FT_LC_RING_FULL_PACKETS, segs);
     }
 }
 
@@ -393,7 +420,8 @@ static __always_inline void ft_xdp_next(struct xdp_md *ctx, int slot)
 /* Entry, TC: the outer packet's L3 stage, then the L4 or account stage. */
 static __always_inline int ft_tc_entry(struct __sk_buff *skb, ft_u8 direction)
 {
-    struct ft_live_scratch *s = ft_begin(FT_SKB_DATA(skb), FT_SKB_END(skb), skb->len, skb->ifindex, direction);
+    struct ft_live_scratch *s = ft_begin(FT_SKB_DATA(skb), FT_SKB_END(skb), skb->len, skb->ifindex, direction,
+                                         skb->gso_segs, skb->gso_size);
 
     if (!s)
         return TC_ACT_UNSPEC;
@@ -452,7 +480,7 @@ int ft_xdp(struct xdp_md *ctx)
 {
     /* bpf_xdp_get_buff_len counts multi-buffer (jumbo) fragments too: the wire length, not just the head */
     struct ft_live_scratch *s = ft_begin(FT_XDP_DATA(ctx), FT_XDP_END(ctx), (ft_u32)bpf_xdp_get_buff_len(ctx),
-                                         ctx->ingress_ifindex, FT_DIR_INGRESS);
+                                         ctx->ingress_ifindex, FT_DIR_INGRESS, 1, 0);
 
     if (!s)
         return XDP_PASS;

@@ -29,13 +29,16 @@
 /* Per-CPU counters, map probe_counters. Indices below FT_R__COUNT count packets by parse exit reason (the
  * ft_reason enum, so user space reads them with the replay parser's names). The rest: */
 enum ft_live_counter {
-    FT_LC_PACKETS = FT_R__COUNT,  /* every packet the program ran on */
-    FT_LC_WIRE_BYTES,             /* their wire length (skb->len / XDP buffer length), L2 header included */
+    FT_LC_PACKETS = FT_R__COUNT,  /* wire packets: one per run, gso_segs for a GSO super-packet (tc egress) */
+    FT_LC_WIRE_BYTES,             /* their wire length (skb->len / XDP buffer length), L2 header included;
+                                     a GSO packet's headers counted once per segment */
     FT_LC_NOT_METERED,            /* no flow key (not IP, ports unknown): counted by reason only */
     FT_LC_FLOW_PACKETS,           /* packets added to flow_stats */
     FT_LC_FLOW_MAP_FULL,          /* packets of a new flow that flow_stats had no room for */
     FT_LC_RING_RECORDS,           /* records written to the ring buffer */
     FT_LC_RING_FULL,              /* records lost because the ring buffer was full (user space behind) */
+    FT_LC_RING_FULL_PACKETS,      /* the wire packets those records stood for */
+    FT_LC_GSO_PACKETS,            /* runs on a GSO super-packet (each record then stands for gso_segs) */
     FT_LC_SNIPPETS,               /* records that carried a payload snippet */
     FT_LC_TAIL_CALL_FAILED,       /* packets whose next stage could not be entered (loader bug: slot empty) */
     FT_LC__END
@@ -76,12 +79,21 @@ struct ft_parse_state {
     ft_u8 _pad[2];
 };
 
-/* One ring-buffer sample: the record, then FT_SNAP_LEN or fewer payload bytes. The sample's length says how
- * many (length - sizeof(struct ft_pkt)); the snippet starts at the record's payload_off in the frame. */
+/* One ring-buffer sample: the record, the GSO description, then snippet_len (<= FT_SNAP_LEN) payload bytes
+ * starting at the record's payload_off in the frame. The sample is FT_LIVE_SAMPLE_HDR + snippet_len long.
+ *
+ * GSO: TCP always builds GSO super-packets, and tc egress runs before they are cut into wire segments
+ * (validate_xmit_skb comes after the qdisc), so one record may stand for gso_segs segments of gso_size
+ * payload bytes each (the last one shorter). The drain (ext/ft_ring.h) cuts the record into those segments
+ * as the kernel's tcp/udp GSO will, so the meters see the packets that go on the wire, as tcpdump does. */
 struct ft_live_sample {
     struct ft_pkt rec;
+    ft_u32 gso_segs;      /* 1 for an ordinary packet */
+    ft_u16 gso_size;      /* payload bytes per segment; 0 for an ordinary packet */
+    ft_u16 snippet_len;
     ft_u8 snippet[FT_SNAP_LEN > 0 ? FT_SNAP_LEN : 1];
 };
+#define FT_LIVE_SAMPLE_HDR (sizeof(struct ft_pkt) + 8)
 
 /* The per-CPU scratch slot: the sample being built and the parser's state between stages. */
 struct ft_live_scratch {
