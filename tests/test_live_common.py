@@ -206,6 +206,12 @@ def tcp_exchange(pair: VethPair, up: int, down: int, port: int = 5201, v6: bool 
 
 
 def read_flows(path: Path):
+    """The flow records of an IPC stream file, timestamps as int64 ns (to_pylist cannot make datetimes of
+    nanoseconds without pandas)."""
     import pyarrow as pa
     with open(path, "rb") as f:
-        return pa.ipc.open_stream(f).read_all()
+        t = pa.ipc.open_stream(f).read_all()
+    for name in ("flow_start", "flow_end"):
+        i = t.schema.get_field_index(name)
+        t = t.set_column(i, name, t.column(name).cast(pa.int64()))
+    return t
