@@ -186,16 +186,16 @@ class Probe:
         self._BPF = BPF
         src = BPF_SOURCE.read_text()
         try:
-            self.bpf = BPF(text=src, cflags=self.config.cflags())
+            self.bpf = BPF(text=src.encode(), cflags=self.config.cflags())
         except Exception as e:
             raise LiveError(f"BCC could not compile {BPF_SOURCE}: {e} (see the compiler output above; "
                             "`flowtap doctor` checks the kernel headers)") from None
         self.fns = {}
         try:
             for name in ("ft_tc_ingress", "ft_tc_egress", "ft_tc_l3", "ft_tc_l4", "ft_tc_account"):
-                self.fns[name] = self.bpf.load_func(name, BPF.SCHED_CLS)
+                self.fns[name] = self.bpf.load_func(name.encode(), BPF.SCHED_CLS)
             for name in ("ft_xdp", "ft_xdp_l3", "ft_xdp_l4", "ft_xdp_account", "ft_xdp_pass"):
-                self.fns[name] = self.bpf.load_func(name, BPF.XDP)
+                self.fns[name] = self.bpf.load_func(name.encode(), BPF.XDP)
         except Exception as e:
             hint = " (needs root: CAP_BPF and CAP_PERFMON, or CAP_SYS_ADMIN)" if os.geteuid() != 0 else ""
             raise LiveError(f"the kernel refused BPF program {name}: {e}{hint}") from None
@@ -204,7 +204,7 @@ class Probe:
             t = self.bpf.get_table(table)
             for slot, stage in enumerate(("l3", "l4", "account")):
                 t[ctypes.c_int(slot)] = ctypes.c_int(self.fns[prefix + stage].fd)
-        self.ring_fd = self.bpf.get_table("pkt_events").map_fd
+        self.ring_fd = self.bpf.get_table(b"pkt_events").map_fd
         self.wall_offset_ns = wall_offset_ns()
 
     def fd(self, name: str) -> int:
@@ -217,7 +217,7 @@ class Probe:
     def counters(self) -> dict:
         """Kernel counters summed over CPUs: {"parse_reasons": {name: n}, "packets": n, ...}."""
         from dpi._reader import REASON_NAMES
-        t = self.bpf.get_table("probe_counters")
+        t = self.bpf.get_table(b"probe_counters")
         vals = [int(sum(t[ctypes.c_int(i)])) for i in range(len(REASON_NAMES) + len(LIVE_COUNTER_NAMES))]
         out = {"parse_reasons": {n: v for n, v in zip(REASON_NAMES, vals) if v}}
         out.update(zip(LIVE_COUNTER_NAMES, vals[len(REASON_NAMES):]))
@@ -225,7 +225,7 @@ class Probe:
 
     def kernel_flows(self) -> np.ndarray:
         """flow_stats as a structured array: key fields, then packets/bytes per direction (a->b, b->a)."""
-        t = self.bpf.get_table("flow_stats")
+        t = self.bpf.get_table(b"flow_stats")
         rows = []
         for k, v in t.items():
             rows.append(bytes(k) + bytes(v))
@@ -235,7 +235,7 @@ class Probe:
     def expire_kernel_flows(self, older_than_mono_ns: int) -> tuple[int, int, int]:
         """Deletes flow_stats entries last seen before the given monotonic time, so the map holds active flows
         only. Returns (flows, packets, bytes) removed (their totals were already counted)."""
-        t = self.bpf.get_table("flow_stats")
+        t = self.bpf.get_table(b"flow_stats")
         dead = []
         pk = by = 0
         for k, v in t.items():
@@ -251,7 +251,7 @@ class Probe:
     def mark_classified(self, keys: np.ndarray) -> int:
         """DPI's hook (issue 5): flows whose key (KEY_DTYPE rows) is marked get no more payload snippets.
         Returns how many were marked; stops at the map's capacity. Nothing calls it yet."""
-        t = self.bpf.get_table("classified")
+        t = self.bpf.get_table(b"classified")
         n = 0
         for row in np.asarray(keys, dtype=KEY_DTYPE):
             k = t.Key.from_buffer_copy(row.tobytes())
