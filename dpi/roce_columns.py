@@ -1,0 +1,102 @@
+"""Arrow columns of the RoCE meter (ext/ft_roce.h, docs/roce.md) from an array of _flowtable.FLOWREC_DTYPE.
+
+One function, build(recs) -> {column name: pyarrow.Array}, merged into the batch by dpi.engine.build_batch.
+Every column is built from numpy views in one step (no Python object per flow). Conventions
+(dpi/schema.py): counters are never null and are 0 for flows that are not RoCE; measurements are null when
+nothing was measured (no sample, not seen, or not RoCE).
+"""
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+
+from .schema import ROCE_HIST_TYPE, ROCE_LATENCIES, ROCE_PAIRINGS, ROCE_TRANSPORTS
+
+# per-direction counters: record field suffix (after roce_src_ / roce_dst_) -> Arrow type
+_COUNTERS = (
+    ("psn_gaps", pa.uint32()), ("psn_missing", pa.uint32()), ("psn_duplicates", pa.uint32()),
+    ("psn_out_of_order", pa.uint32()), ("acks", pa.uint32()), ("nak_psn_seq_err", pa.uint32()),
+    ("nak_rnr", pa.uint32()), ("nak_invalid_request", pa.uint32()), ("nak_remote_access", pa.uint32()),
+    ("nak_remote_operational", pa.uint32()), ("cnp_packets", pa.uint32()), ("ecn_ect_packets", pa.uint32()),
+    ("ecn_ce_packets", pa.uint32()), ("fecn_packets", pa.uint32()), ("becn_packets", pa.uint32()),
+    ("send_messages", pa.uint32()), ("write_messages", pa.uint32()), ("read_messages", pa.uint32()),
+    ("atomic_messages", pa.uint32()), ("payload_bytes", pa.uint64()), ("message_bytes", pa.uint64()),
+)
+_MESSAGES = ("send_messages", "write_messages", "read_messages", "atomic_messages")
+_TR_NONE = 0xFF
+
+# code -> text lookup arrays for pyarrow's take (index 256 = null)
+_TRANSPORT_TEXT = pa.array([ROCE_TRANSPORTS.get(i) for i in range(256)], pa.string())
+_PAIRING_TEXT = pa.array([ROCE_PAIRINGS.get(i) for i in range(256)], pa.string())
+
+
+def _coded(codes: np.ndarray, valid: np.ndarray, table: pa.Array) -> pa.Array:
+    idx = pa.array(codes.astype(np.int32), pa.int32(), mask=~valid)
+    return table.take(idx)
+
+
+def _measure(values: np.ndarray, valid: np.ndarray) -> pa.Array:
+    return pa.array(values.astype(np.int64), type=pa.int64(), mask=~valid)
+
+
+def _hist(recs: np.ndarray, prefix: str, valid: np.ndarray) -> pa.Array:
+    """The struct<first_bucket, counts, collapsed> column from the raw sketches (80 16-bit counts, base
+    bucket, halvings): counts scaled back by the halvings, zero buckets at both ends left out; null where
+    there is no sample."""
+    n = len(recs)
+    raw = recs[prefix + "_hist_counts"].reshape(n, -1).astype(np.uint64)
+    width = raw.shape[1]
+    shift = np.minimum(recs[prefix + "_hist_halvings"].astype(np.uint64), 16)
+    counts = np.minimum(raw << shift[:, None], np.uint64(0xFFFFFFFF)).astype(np.uint32)
+    nz = counts > 0
+    valid = valid & nz.any(axis=1)
+    lo = np.argmax(nz, axis=1)
+    hi = width - 1 - np.argmax(nz[:, ::-1], axis=1)
+    lengths = np.where(valid, hi - lo + 1, 0).astype(np.int32)
+    col = np.arange(width)[None, :]
+    keep = valid[:, None] & (col >= lo[:, None]) & (col <= hi[:, None])
+    values = np.ascontiguousarray(counts[keep])            # row-major: rows stay in order
+    offsets = np.zeros(n + 1, dtype=np.int32)
+    np.cumsum(lengths, out=offsets[1:])
+    lists = pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), pa.array(values, pa.uint32()))
+    first = pa.array(np.where(valid, recs[prefix + "_hist_base"].astype(np.int64) + lo, 0).astype(np.int16),
+                     pa.int16())
+    collapsed = pa.array(recs[prefix + "_hist_collapsed"].astype(bool), pa.bool_())
+    return pa.StructArray.from_arrays([first, lists, collapsed], fields=list(ROCE_HIST_TYPE),
+                                      mask=pa.array(~valid, pa.bool_()))
+
+
+def build(recs: np.ndarray) -> dict[str, pa.Array]:
+    """Columns of the RoCE meter for a batch of flow records, named as in dpi.schema."""
+    cols: dict[str, pa.Array] = {}
+    roce = recs["roce_is_roce"] != 0
+    tr = recs["roce_transport_code"]
+    cols["roce_transport"] = _coded(tr, roce & (tr != _TR_NONE), _TRANSPORT_TEXT)
+    cols["roce_pairing"] = _coded(recs["roce_pairing_code"], roce, _PAIRING_TEXT)
+    qv = recs["roce_qpn_valid"]
+    cols["roce_src_qpn"] = pa.array(recs["roce_src_qpn"], pa.uint32(), mask=~(roce & ((qv & 1) != 0)))
+    cols["roce_dst_qpn"] = pa.array(recs["roce_dst_qpn"], pa.uint32(), mask=~(roce & ((qv & 2) != 0)))
+    mtu = recs["roce_path_mtu"]
+    cols["roce_path_mtu"] = pa.array(mtu, pa.uint16(), mask=~(roce & (mtu != 0)))
+    for x in ("src", "dst"):
+        f = f"roce_{x}_"
+        for name, typ in _COUNTERS:
+            cols[f + name] = pa.array(recs[f + name], typ)
+        msgs = sum(recs[f + k].astype(np.uint64) for k in _MESSAGES)
+        has = msgs > 0
+        mean = np.divide(recs[f + "message_bytes"].astype(np.float64), msgs.astype(np.float64),
+                         out=np.zeros(len(recs)), where=has)
+        cols[f + "mean_message_bytes"] = pa.array(mean, pa.float64(), mask=~has)
+        for lat in ROCE_LATENCIES:
+            p = f + lat
+            n = recs[p + "_samples"]
+            has = n > 0
+            cols[p + "_samples"] = pa.array(n, pa.uint32())
+            cols[p + "_min_ns"] = _measure(recs[p + "_min_ns"], has)
+            mean_ns = np.floor_divide(recs[p + "_sum_ns"], np.maximum(n, 1).astype(np.uint64))
+            cols[p + "_mean_ns"] = _measure(mean_ns, has)
+            cols[p + "_max_ns"] = _measure(recs[p + "_max_ns"], has)
+            cols[p + "_p50_ns"] = _measure(recs[p + "_p50_ns"], has)
+            cols[p + "_p99_ns"] = _measure(recs[p + "_p99_ns"], has)
+            cols[p + "_hist"] = _hist(recs, p, has)
+    return cols
