@@ -672,6 +672,8 @@ cdef class FlowTable:
         cdef ft_flow *f
         cdef int d
         cdef bint a_first = state == 1
+        cdef uint64_t epoch = self.roce_epoch   # RoCE meter (issue 4)
+        cdef ft_key fresh
         self.packets_seen += 1
         self.reasons[p.reason & 63] += 1
         if p.ts_ns > self.now_ns:
@@ -680,6 +682,16 @@ cdef class FlowTable:
             self.packets_ts_backwards += 1
         if self.lru_head != NONE:
             self.expire_idle()
+        if state != 0 and key.qpn != 0 and self.roce_epoch != epoch:
+            # RoCE meter (issue 4): an expiry just ended a paired flow (and its aliases), typically the one
+            # this packet was re-keyed to after a long silence: key it again
+            state = make_key(p, &fresh)
+            h = ft_hash_words(&fresh, sizeof(ft_key))
+            aslot = -1
+            if self.roce_alias.live:
+                h = self.roce_resolve(&fresh, h, &state, &aslot)
+            key = &fresh
+            a_first = state == 1
         if state == 0:
             self.not_metered_reasons[p.reason & 63] += 1
             return

@@ -235,3 +235,32 @@ def test_key_ignores_udp_source_port(tmp_path):
     rows = t.to_pylist()
     assert len(rows) == 1 and rows[0]["src_packets"] == 3 and rows[0]["src_port"] == 0xC001
     assert rows[0]["roce_src_psn_gaps"] == 0 and rows[0]["roce_dst_qpn"] == 0x77
+
+
+def test_pairing_again_after_an_idle_timeout(tmp_path):
+    """A connection idle longer than the idle timeout leaves a record; when it resumes, the first packet is
+    addressed to the QP that was the alias (the responder now writes): the directions pair again from PSNs,
+    src being the side whose request came first."""
+    cap = rp.Capture()
+    a, b = rp.Endpoint(rp._host("10.23.0.1", 46), 0x51, 0xC051), rp.Endpoint(rp._host("10.23.0.2", 47), 0x52, 0xC052)
+    c = rp.Conn(cap, a, b)
+    c.send(0, "a", rp.WRITE_ONLY, 10, ext=rp.reth(8), data=rp.payload(8), ackreq=1)
+    c.send(900, "b", rp.ACK, 10, ext=rp.aeth(rp.SYN_ACK, 1))
+    later = 200 * 10 ** 9
+    c.send(later, "b", rp.WRITE_ONLY, 500, ext=rp.reth(8), data=rp.payload(8), ackreq=1)
+    c.send(later + 700, "a", rp.ACK, 500, ext=rp.aeth(rp.SYN_ACK, 1))
+    c.send(later + 1000, "a", rp.WRITE_ONLY, 11, ext=rp.reth(8), data=rp.payload(8), ackreq=1)
+    c.send(later + 1600, "b", rp.ACK, 11, ext=rp.aeth(rp.SYN_ACK, 2))
+    path = tmp_path / "idle.pcap"
+    cap.write(path)
+    t, res = _table(path, tmp_path, idle_timeout_s=120)
+    rows = sorted(t.to_pylist(), key=lambda r: r["flow_id"])
+    assert len(rows) == 2
+    first, second = rows
+    assert (first["src_ip"], first["flow_end_reason"], first["src_packets"], first["dst_packets"]) == \
+        ("10.23.0.1", 1, 1, 1)
+    assert (second["src_ip"], second["roce_pairing"], second["src_packets"], second["dst_packets"]) == \
+        ("10.23.0.2", "psn", 2, 2)
+    assert (second["roce_src_qpn"], second["roce_dst_qpn"]) == (0x52, 0x51)
+    assert second["roce_src_ack_latency_samples"] == 1 and second["roce_dst_ack_latency_samples"] == 1
+    assert res.counters["roce"]["pairs_inferred_from_psn"] == 2
