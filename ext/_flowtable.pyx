@@ -343,7 +343,6 @@ cdef class FlowTable:
     cdef ft_roce_alias_tab *roce_alias
     cdef ft_roce_cand_tab *roce_cand
     cdef ft_roce_cmreq_tab *roce_cmreq
-    cdef uint64_t roce_epoch          # changes whenever the alias table does: keys computed before are stale
     cdef const uint8_t *cur_data
     cdef size_t cur_data_len
     cdef readonly uint64_t roce_pairs_psn, roce_pairs_cm, roce_pair_ambiguous, roce_alias_full
@@ -631,20 +630,14 @@ cdef class FlowTable:
         cdef uint32_t hs[PF]
         cdef uint8_t state[PF]   # 0 not metered, 1 key endpoint A is the packet's source, 2 it is dest
         cdef int32_t i
-        cdef int32_t aslot[PF]   # RoCE meter (issue 4): alias-table slot that re-keyed the packet, or -1
-        cdef uint64_t epoch
         while k < n:
             m = n - k
             if m > PF:
                 m = PF
-            epoch = self.roce_epoch
             for j in range(m):
                 state[j] = make_key(&pkts[k + j], &keys[j])
-                aslot[j] = -1
                 if state[j]:
                     hs[j] = ft_hash_words(&keys[j], sizeof(ft_key))
-                    if keys[j].qpn != 0 and self.roce_alias.live:   # RoCE meter (issue 4)
-                        hs[j] = self.roce_resolve(&keys[j], hs[j], &state[j], &aslot[j])
                     ft_prefetch(&self.buckets[hs[j] & (self.nbuckets - 1)])
             for j in range(m):
                 if state[j]:
@@ -654,26 +647,17 @@ cdef class FlowTable:
             for j in range(m):
                 if self.out_n >= self.batch_rows:
                     return <int> (k + j - start)
-                if self.roce_epoch != epoch and state[j] and keys[j].qpn != 0:
-                    # RoCE meter (issue 4): a pairing or an expiry changed the alias table since this key
-                    # was made
-                    state[j] = make_key(&pkts[k + j], &keys[j])
-                    hs[j] = ft_hash_words(&keys[j], sizeof(ft_key))
-                    aslot[j] = -1
-                    if self.roce_alias.live:
-                        hs[j] = self.roce_resolve(&keys[j], hs[j], &state[j], &aslot[j])
-                self.meter(&pkts[k + j], &keys[j], hs[j], state[j], aslot[j])
+                self.meter(&pkts[k + j], &keys[j], hs[j], state[j])
             k += m
         return <int> (k - start)
 
-    cdef void meter(self, const ft_pkt *p, const ft_key *key, uint32_t h, uint8_t state,
-                    int32_t aslot) noexcept nogil:
+    cdef void meter(self, const ft_pkt *p, const ft_key *key, uint32_t h, uint8_t state) noexcept nogil:
         cdef int32_t i
         cdef ft_flow *f
         cdef int d
         cdef bint a_first = state == 1
-        cdef uint64_t epoch = self.roce_epoch   # RoCE meter (issue 4)
-        cdef ft_key fresh
+        cdef int32_t aslot = -1   # RoCE meter (issue 4): alias entry that re-keyed the packet
+        cdef ft_key canon
         self.packets_seen += 1
         self.reasons[p.reason & 63] += 1
         if p.ts_ns > self.now_ns:
@@ -682,16 +666,6 @@ cdef class FlowTable:
             self.packets_ts_backwards += 1
         if self.lru_head != NONE:
             self.expire_idle()
-        if state != 0 and key.qpn != 0 and self.roce_epoch != epoch:
-            # RoCE meter (issue 4): an expiry just ended a paired flow (and its aliases), typically the one
-            # this packet was re-keyed to after a long silence: key it again
-            state = make_key(p, &fresh)
-            h = ft_hash_words(&fresh, sizeof(ft_key))
-            aslot = -1
-            if self.roce_alias.live:
-                h = self.roce_resolve(&fresh, h, &state, &aslot)
-            key = &fresh
-            a_first = state == 1
         if state == 0:
             self.not_metered_reasons[p.reason & 63] += 1
             return
@@ -700,6 +674,16 @@ cdef class FlowTable:
             if self.flows[i].hash == h and memcmp(&self.flows[i].key, key, sizeof(ft_key)) == 0:
                 break
             i = self.flows[i].hnext
+        if i == NONE and key.qpn != 0 and self.roce_alias.live:
+            # RoCE meter (issue 4): no flow under the packet's own key: it may be addressed to the alias QP
+            # of a paired flow (or to a QP that RDMA CM paired before its first packet). Looked up only on a
+            # miss: a key with an alias never has a flow of its own, and the canonical direction pays nothing.
+            memcpy(&canon, key, sizeof(ft_key))
+            h = self.roce_resolve(&canon, h, &state, &aslot)
+            if aslot >= 0:
+                key = &canon
+                a_first = state == 1
+                i = self.lookup(key, h)
         if i != NONE:
             f = &self.flows[i]
             # A new SYN on a finished connection (or with another ISN) is a new connection reusing the
@@ -774,8 +758,9 @@ cdef class FlowTable:
     # ---- RoCE meter (issue 4): pairing the two directions of a connection (docs/roce.md) ---------------
     cdef inline uint32_t roce_resolve(self, ft_key *key, uint32_t h, uint8_t *state,
                                       int32_t *aslot) noexcept nogil:
-        """Re-keys a RoCE packet whose QP is the alias of a paired flow: key.qpn becomes the canonical QPN.
-        Returns the key's hash (recomputed when the key changed); sets *aslot to the entry used."""
+        """Re-keys a RoCE packet whose QP is the alias of a paired flow: key.qpn (and .vlan_id) become the
+        canonical flow's; on one address the packet's direction flips (FT_RA_FLIP). Returns the key's hash
+        (recomputed when the key changed); sets *aslot to the entry used, or leaves it when there is none."""
         cdef int s = ft_roce_alias_find(self.roce_alias, key, h)
         cdef ft_roce_alias *a
         if s < 0:
@@ -837,12 +822,15 @@ cdef class FlowTable:
         (PSN pairing, tried on the first 16 responses, then on the 32nd, 64th, ...). Returns the flow the
         packet belongs to (another one after a merge; *a_first is then as seen from that flow)."""
         cdef ft_flow *f = &self.flows[i]
-        cdef uint8_t role = ft_roce_pkt_role(p)
+        cdef uint8_t role
         cdef uint16_t tries
         cdef int32_t c
         cdef uint32_t h2
         cdef bint want
-        if f.roce.pairing != FT_ROCE_PAIR_NONE or role == FT_ROCE_ROLE_NONE:
+        if f.roce.pairing != FT_ROCE_PAIR_NONE:
+            return i
+        role = ft_roce_pkt_role(p)
+        if role == FT_ROCE_ROLE_NONE:
             return i
         if f.roce.role == FT_ROCE_ROLE_NONE:
             want = a_first[0] if role == FT_ROCE_ROLE_RESPONDER else not a_first[0]
@@ -889,7 +877,6 @@ cdef class FlowTable:
                              fv.key.vlan_id, FT_RA_FLIP if same_addr else 0, 0) < 0:
             self.roce_alias_full += 1
             return i
-        self.roce_epoch += 1
         for dv in range(2):
             dmap[dv] = -1
             if fv.roce.dir[dv].st == 0 and fv.pkts[dv] == 0:
@@ -928,7 +915,6 @@ cdef class FlowTable:
         k2.qpn = f.roce.partner_qpn
         k2.vlan_id = f.roce.partner_vlan
         ft_roce_alias_del(self.roce_alias, &k2, ft_hash_words(&k2, sizeof(ft_key)))
-        self.roce_epoch += 1
 
     cdef void roce_export(self, const ft_flow *f, ft_flowrec *r) noexcept nogil:
         """The RoCE part of a record; the ports become the UDP ports actually used: src's source port and
@@ -999,7 +985,6 @@ cdef class FlowTable:
                                ka.qpn, ka.vlan_id, flags, transport)
         s2 = ft_roce_alias_put(self.roce_alias, &ka, ft_hash_words(&ka, sizeof(ft_key)), kp.qpn, kp.vlan_id,
                                ka.qpn, ka.vlan_id, flags | (FT_RA_FLIP if same_addr else 0), transport)
-        self.roce_epoch += 1
         if s1 < 0 or s2 < 0:
             ft_roce_alias_del(self.roce_alias, &kp, ft_hash_words(&kp, sizeof(ft_key)))
             ft_roce_alias_del(self.roce_alias, &ka, ft_hash_words(&ka, sizeof(ft_key)))
