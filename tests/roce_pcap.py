@@ -619,10 +619,44 @@ def tcp_beside():
     return cap, [exp]
 
 
+def atomics():
+    """A WRITE with AckReq, then FetchAdd and CmpSwap (AtomicETH, 28 bytes) answered by ATOMIC ACKs (AETH +
+    AtomicAckETH): the first ATOMIC ACK also acknowledges the WRITE before it."""
+    cap = Capture()
+    c = Conn(cap, Endpoint(_host("10.17.0.1", 33), 0xC1, 0xC0C1), Endpoint(_host("10.17.0.2", 34), 0xC2, 0xC0C2))
+    atomic_eth = struct.pack(">QIQQ", 0x7F0000002000, 0x99, 1, 0)
+    c.send(0, "a", WRITE_ONLY, 60, ext=reth(32), data=payload(32), ackreq=1)
+    c.send(100, "a", 0x14, 61, ext=atomic_eth, ackreq=1)                      # FetchAdd
+    c.send(1300, "b", 0x12, 61, ext=aeth(SYN_ACK, 2) + struct.pack(">Q", 41))   # ATOMIC ACK
+    c.send(2000, "a", 0x13, 62, ext=atomic_eth, ackreq=1)                     # CmpSwap
+    c.send(2900, "b", 0x12, 62, ext=aeth(SYN_ACK, 3) + struct.pack(">Q", 42))
+    exp = {"src_ip": "10.17.0.1", "dst_ip": "10.17.0.2", "roce_pairing": "psn", "roce_transport": "RC",
+           "roce_src_atomic_messages": 2, "roce_src_write_messages": 1, "roce_src_message_bytes": 32 + 8 + 8,
+           "roce_src_mean_message_bytes": 48 / 3, "roce_dst_acks": 0, "roce_src_psn_gaps": 0,
+           "roce_dst_payload_bytes": 0, **latency_expect("roce_src_ack_latency", [1300])}
+    return cap, [exp]
+
+
+def uc_writes():
+    """Unreliable connected: RDMA WRITEs with no ACKs, PSN 52 lost before the probe: the gap is counted,
+    the flow stays one direction."""
+    cap = Capture()
+    c = Conn(cap, Endpoint(_host("10.18.0.1", 35), 0xD1, 0xC0D1), Endpoint(_host("10.18.0.2", 36), 0xD2, 0xC0D2))
+    c.send(0, "a", 0x20 | WRITE_FIRST, 50, ext=reth(3072), data=payload(1024))
+    c.send(100, "a", 0x20 | WRITE_MIDDLE, 51, data=payload(1024))
+    c.send(300, "a", 0x20 | WRITE_ONLY, 53, ext=reth(100), data=payload(100))
+    c.send(400, "a", 0x20 | SEND_ONLY, 54, data=payload(10))
+    exp = {"src_ip": "10.18.0.1", "dst_ip": "10.18.0.2", "roce_transport": "UC", "roce_pairing": "none",
+           "roce_dst_qpn": 0xD2, "roce_src_qpn": None, "roce_src_write_messages": 2, "roce_src_send_messages": 1,
+           "roce_src_psn_gaps": 1, "roce_src_psn_missing": 1, "roce_path_mtu": 1024,
+           "roce_src_message_bytes": 3072 + 100 + 10}
+    return cap, [exp]
+
+
 SCENARIOS = {
     "write_v4": write_v4, "send_v6_vlan": send_v6_vlan, "read_pipelined": read_pipelined,
     "read_heavy": read_heavy, "psn_wrap": psn_wrap, "loss_nak_gobackn": loss_nak_gobackn, "reorder": reorder,
     "rnr_and_error_naks": rnr_and_error_naks, "congestion": congestion, "cnp_first": cnp_first,
     "cm_connection": cm_connection, "ud_many_to_one": ud_many_to_one, "loopback_one_address": loopback_one_address,
-    "one_direction": one_direction, "tcp_beside": tcp_beside,
+    "one_direction": one_direction, "tcp_beside": tcp_beside, "atomics": atomics, "uc_writes": uc_writes,
 }

@@ -75,9 +75,9 @@ def test_all_scenarios_interleaved(tmp_path):
     assert len(rows) == len(expected)
     _check(rows, expected)
     roce = res.counters["roce"]
-    # two-way RC connections built: 11 paired from PSNs (rnr_and_error_naks has two), cm_connection by CM
+    # two-way RC connections built: 12 paired from PSNs (rnr_and_error_naks has two), cm_connection by CM
     assert roce["pairs_proven_by_cm"] == 1
-    assert roce["pairs_inferred_from_psn"] == 11 == sum(1 for r in rows if r["roce_pairing"] == "psn")
+    assert roce["pairs_inferred_from_psn"] == 12 == sum(1 for r in rows if r["roce_pairing"] == "psn")
     assert roce["alias_table_full"] == 0 and roce["pairing_ambiguous"] == 0
 
 
