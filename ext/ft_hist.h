@@ -85,6 +85,7 @@ static inline double ft_hist_bucket_value(int k)
     return p * r[k % FT_HIST_SUB];
 }
 
+/* Adds x (ns) to the exact summary: count, sum, min, max. */
 static inline void ft_stat_add(struct ft_stat *s, uint64_t x)
 {
     if (s->n == 0 || x < s->min_ns)

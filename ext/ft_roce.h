@@ -272,6 +272,7 @@ static inline void ft_roce_bits(uint64_t w[2], uint32_t start, uint32_t len, int
     }
 }
 
+/* Returns the bit of psn in the 128-bit ring (meaningful only for the last 128 PSNs). */
 static inline int ft_roce_bit(const uint64_t w[2], uint32_t psn)
 {
     uint32_t pos = psn & (FT_ROCE_WIN - 1);
@@ -308,6 +309,7 @@ static inline void ft_roce_swap_dirs(struct ft_roce_meter *m)
 
 /* ---- timed requests ---- */
 
+/* Starts timing an AckReq'd request of side s (PSN psn, seen at ts), unless FT_ROCE_ACK_RING are timed. */
 static inline void ft_roce_ack_push(struct ft_roce_dir *s, uint32_t psn, uint64_t ts)
 {
     int i;
@@ -381,6 +383,7 @@ static inline void ft_roce_read_push(struct ft_roce_dir *s, uint32_t psn, uint32
 
 /* ---- path MTU ---- */
 
+/* Returns 1 for the five RoCE path MTUs. */
 static inline int ft_roce_valid_pmtu(uint32_t x)
 {
     return x == 256 || x == 512 || x == 1024 || x == 2048 || x == 4096;
@@ -424,6 +427,7 @@ static inline uint32_t ft_roce_pend_settle(struct ft_roce_dir *s, uint32_t psn)
     return 0;
 }
 
+/* Records the path MTU shown by a FIRST/MIDDLE payload and rebooks READs that waited for it. */
 static inline void ft_roce_learn_pmtu(struct ft_roce_meter *m, uint32_t pmtu)
 {
     int d;
@@ -806,6 +810,7 @@ struct ft_roce_cm {
     uint8_t pmtu_code;       /* REQ only: Path Packet Payload MTU, 1 = 256 .. 5 = 4096 */
 };
 
+/* Big-endian 24- and 32-bit loads; the caller has checked the bytes are there. Return host order. */
 static inline uint32_t ft_roce_be24(const uint8_t *q) { return ((uint32_t)q[0] << 16) | ((uint32_t)q[1] << 8) | q[2]; }
 static inline uint32_t ft_roce_be32(const uint8_t *q)
 {

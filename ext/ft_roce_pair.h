@@ -133,6 +133,8 @@ struct ft_roce_cand_tab {
     struct ft_roce_cand slot[FT_ROCE_CAND_SLOTS];
 };
 
+/* Returns the hash that files a waiting flow: requester and responder addresses (network order), tunnel
+ * and IP version of key. */
 static inline uint32_t ft_roce_pairkey_hash(const uint8_t *requester, const uint8_t *responder,
                                             const struct ft_key *key)
 {
@@ -145,6 +147,7 @@ static inline uint32_t ft_roce_pairkey_hash(const uint8_t *requester, const uint
     return ft_hash_words(&pk, sizeof(pk));
 }
 
+/* Returns 1 when entry c still names a live, unpaired flow (its slot was not freed or reused). */
 static inline int ft_roce_cand_live(const struct ft_roce_cand *c, const struct ft_flow *flows, int32_t nslots)
 {
     return c->flow_id != 0 && c->idx >= 0 && c->idx < nslots && flows[c->idx].flow_id == c->flow_id &&
