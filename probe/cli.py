@@ -193,6 +193,14 @@ def format_summary(res) -> str:
     if c.get("flows_evicted"):
         lines.append(f"  flows evicted because the table was full (--max-flows {c.get('max_flows')}): "
                      f"{c['flows_evicted']:,}")
+    rc = c.get("roce", {})   # RoCE meter (issue 4)
+    if rc.get("pairs_proven_by_cm") or rc.get("pairs_inferred_from_psn"):
+        lines.append(f"  RoCE connections paired: {rc.get('pairs_proven_by_cm', 0):,} by RDMA CM, "
+                     f"{rc.get('pairs_inferred_from_psn', 0):,} from PSNs")
+    full = {k: v for k, v in rc.items() if v and k in ("alias_table_full", "waiting_table_full",
+                                                       "cm_req_overwritten")}
+    if full:
+        lines.append("  RoCE pairing tables full: " + ", ".join(f"{k} {v:,}" for k, v in full.items()))
     rd = c.get("reader", {})
     extra = {k: v for k, v in rd.items() if v and k in READER_ANOMALIES}
     if extra:
