@@ -42,28 +42,38 @@ def _measure(values: np.ndarray, valid: np.ndarray) -> pa.Array:
 def _hist(recs: np.ndarray, prefix: str, valid: np.ndarray) -> pa.Array:
     """The struct<first_bucket, counts, collapsed> column from the raw sketches (80 16-bit counts, base
     bucket, halvings): counts scaled back by the halvings, zero buckets at both ends left out; null where
-    there is no sample."""
+    there is no sample. Only the rows with samples are expanded (most flows of a mixed capture have none)."""
     n = len(recs)
-    raw = recs[prefix + "_hist_counts"].reshape(n, -1).astype(np.uint64)
+    rows = np.flatnonzero(valid)
+    if len(rows) == 0:   # children stay valid (Parquet: non-nullable fields), the struct is null
+        return pa.StructArray.from_arrays(
+            [pa.array(np.zeros(n, np.int16), pa.int16()),
+             pa.ListArray.from_arrays(pa.array(np.zeros(n + 1, np.int32)), pa.array([], pa.uint32())),
+             pa.array(np.zeros(n, bool), pa.bool_())],
+            fields=list(ROCE_HIST_TYPE), mask=pa.array(np.ones(n, bool), pa.bool_()))
+    raw = recs[prefix + "_hist_counts"][rows].reshape(len(rows), -1).astype(np.uint64)
     width = raw.shape[1]
-    shift = np.minimum(recs[prefix + "_hist_halvings"].astype(np.uint64), 16)
+    shift = np.minimum(recs[prefix + "_hist_halvings"][rows].astype(np.uint64), 16)
     counts = np.minimum(raw << shift[:, None], np.uint64(0xFFFFFFFF)).astype(np.uint32)
     nz = counts > 0
-    valid = valid & nz.any(axis=1)
+    ok = nz.any(axis=1)
     lo = np.argmax(nz, axis=1)
     hi = width - 1 - np.argmax(nz[:, ::-1], axis=1)
-    lengths = np.where(valid, hi - lo + 1, 0).astype(np.int32)
     col = np.arange(width)[None, :]
-    keep = valid[:, None] & (col >= lo[:, None]) & (col <= hi[:, None])
+    keep = ok[:, None] & (col >= lo[:, None]) & (col <= hi[:, None])
     values = np.ascontiguousarray(counts[keep])            # row-major: rows stay in order
+    lengths = np.zeros(n, dtype=np.int32)
+    lengths[rows] = np.where(ok, hi - lo + 1, 0)
     offsets = np.zeros(n + 1, dtype=np.int32)
     np.cumsum(lengths, out=offsets[1:])
+    first = np.zeros(n, dtype=np.int16)
+    first[rows] = np.where(ok, recs[prefix + "_hist_base"][rows].astype(np.int64) + lo, 0)
+    has = np.zeros(n, dtype=bool)
+    has[rows] = ok
     lists = pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), pa.array(values, pa.uint32()))
-    first = pa.array(np.where(valid, recs[prefix + "_hist_base"].astype(np.int64) + lo, 0).astype(np.int16),
-                     pa.int16())
     collapsed = pa.array(recs[prefix + "_hist_collapsed"].astype(bool), pa.bool_())
-    return pa.StructArray.from_arrays([first, lists, collapsed], fields=list(ROCE_HIST_TYPE),
-                                      mask=pa.array(~valid, pa.bool_()))
+    return pa.StructArray.from_arrays([pa.array(first, pa.int16()), lists, collapsed],
+                                      fields=list(ROCE_HIST_TYPE), mask=pa.array(~has, pa.bool_()))
 
 
 def build(recs: np.ndarray) -> dict[str, pa.Array]:

@@ -315,3 +315,24 @@ def test_random_roce_records_conserve_packets():
     assert int(recs["src_packets"].sum() + recs["dst_packets"].sum()) == n
     assert (recs["roce_is_roce"] == 1).all()
     assert c["roce"]["pairs_inferred_from_psn"] > 0 and c["flows_evicted"] > 0
+
+
+@pytest.mark.parametrize("names", [("tcp_beside",), ("tcp_beside", "write_v4", "one_direction")])
+def test_parquet_output(names, tmp_path):
+    """Parquet refuses nulls in non-nullable struct children: histogram columns without any sample (a batch
+    with no RoCE flow) and with some must both write and read back."""
+    import pyarrow.parquet as pq
+    cap, expected = rp.Capture(), []
+    for name in names:
+        c, e = rp.SCENARIOS[name]()
+        cap.extend(c)
+        expected += e
+    path = tmp_path / "mix.pcap"
+    cap.write(path)
+    out = tmp_path / "mix.parquet"
+    res = replay([str(path)], str(out), EngineConfig(observer_host="t"))
+    assert not res.errors
+    t = pq.read_table(out)
+    rows = t.select([c for c in t.column_names if c not in TIME_COLUMNS]).to_pylist()
+    assert len(rows) == len(expected)
+    _check(rows, expected)
