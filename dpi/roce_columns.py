@@ -71,42 +71,69 @@ def _hist(recs: np.ndarray, prefix: str, valid: np.ndarray) -> pa.Array:
     has = np.zeros(n, dtype=bool)
     has[rows] = ok
     lists = pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), pa.array(values, pa.uint32()))
-    collapsed = pa.array(recs[prefix + "_hist_collapsed"].astype(bool), pa.bool_())
+    collapsed = np.zeros(n, dtype=bool)
+    collapsed[rows] = recs[prefix + "_hist_collapsed"][rows] != 0
+    collapsed = pa.array(collapsed, pa.bool_())
     return pa.StructArray.from_arrays([pa.array(first, pa.int16()), lists, collapsed],
                                       fields=list(ROCE_HIST_TYPE), mask=pa.array(~has, pa.bool_()))
 
 
 def build(recs: np.ndarray) -> dict[str, pa.Array]:
-    """Columns of the RoCE meter for a batch of flow records, named as in dpi.schema."""
+    """Columns of the RoCE meter for a batch of flow records, named as in dpi.schema.
+
+    Only the RoCE records are read (gathered once): in a mixed capture most records are other flows, and
+    reading ninety fields of every 1.7 KB record column by column cost more than the whole TCP/UDP part."""
+    n = len(recs)
+    rows = np.flatnonzero(recs["roce_is_roce"] != 0)
+    sub = recs if len(rows) == n else recs[rows]
+    roce = np.zeros(n, dtype=bool)
+    roce[rows] = True
+
+    def full(values: np.ndarray) -> np.ndarray:
+        """values of the RoCE rows, in place in a batch-long array of zeros"""
+        if len(rows) == n:
+            return values
+        out = np.zeros(n, dtype=values.dtype)
+        out[rows] = values
+        return out
+
+    def nulls(typ: pa.DataType) -> pa.Array:
+        return pa.nulls(n, typ)
+
     cols: dict[str, pa.Array] = {}
-    roce = recs["roce_is_roce"] != 0
-    tr = recs["roce_transport_code"]
+    tr = full(sub["roce_transport_code"])
     cols["roce_transport"] = _coded(tr, roce & (tr != _TR_NONE), _TRANSPORT_TEXT)
-    cols["roce_pairing"] = _coded(recs["roce_pairing_code"], roce, _PAIRING_TEXT)
-    qv = recs["roce_qpn_valid"]
-    cols["roce_src_qpn"] = pa.array(recs["roce_src_qpn"], pa.uint32(), mask=~(roce & ((qv & 1) != 0)))
-    cols["roce_dst_qpn"] = pa.array(recs["roce_dst_qpn"], pa.uint32(), mask=~(roce & ((qv & 2) != 0)))
-    mtu = recs["roce_path_mtu"]
+    cols["roce_pairing"] = _coded(full(sub["roce_pairing_code"]), roce, _PAIRING_TEXT)
+    qv = full(sub["roce_qpn_valid"])
+    cols["roce_src_qpn"] = pa.array(full(sub["roce_src_qpn"]), pa.uint32(), mask=~((qv & 1) != 0))
+    cols["roce_dst_qpn"] = pa.array(full(sub["roce_dst_qpn"]), pa.uint32(), mask=~((qv & 2) != 0))
+    mtu = full(sub["roce_path_mtu"])
     cols["roce_path_mtu"] = pa.array(mtu, pa.uint16(), mask=~(roce & (mtu != 0)))
     for x in ("src", "dst"):
         f = f"roce_{x}_"
         for name, typ in _COUNTERS:
-            cols[f + name] = pa.array(recs[f + name], typ)
-        msgs = sum(recs[f + k].astype(np.uint64) for k in _MESSAGES)
-        has = msgs > 0
-        mean = np.divide(recs[f + "message_bytes"].astype(np.float64), msgs.astype(np.float64),
-                         out=np.zeros(len(recs)), where=has)
-        cols[f + "mean_message_bytes"] = pa.array(mean, pa.float64(), mask=~has)
+            cols[f + name] = pa.array(full(sub[f + name]), typ)
+        msgs = sum(sub[f + k].astype(np.uint64) for k in _MESSAGES)
+        has = full(msgs > 0) if len(rows) else np.zeros(n, dtype=bool)
+        mean = np.divide(sub[f + "message_bytes"].astype(np.float64), msgs.astype(np.float64),
+                         out=np.zeros(len(rows)), where=msgs > 0)
+        cols[f + "mean_message_bytes"] = pa.array(full(mean), pa.float64(), mask=~has) if has.any() \
+            else nulls(pa.float64())
         for lat in ROCE_LATENCIES:
             p = f + lat
-            n = recs[p + "_samples"]
-            has = n > 0
-            cols[p + "_samples"] = pa.array(n, pa.uint32())
-            cols[p + "_min_ns"] = _measure(recs[p + "_min_ns"], has)
-            mean_ns = np.floor_divide(recs[p + "_sum_ns"], np.maximum(n, 1).astype(np.uint64))
-            cols[p + "_mean_ns"] = _measure(mean_ns, has)
-            cols[p + "_max_ns"] = _measure(recs[p + "_max_ns"], has)
-            cols[p + "_p50_ns"] = _measure(recs[p + "_p50_ns"], has)
-            cols[p + "_p99_ns"] = _measure(recs[p + "_p99_ns"], has)
+            cnt = full(sub[p + "_samples"])
+            has = cnt > 0
+            cols[p + "_samples"] = pa.array(cnt, pa.uint32())
+            if not has.any():
+                for st in ("min_ns", "mean_ns", "max_ns", "p50_ns", "p99_ns"):
+                    cols[f"{p}_{st}"] = nulls(pa.int64())
+                cols[p + "_hist"] = _hist(recs, p, has)
+                continue
+            cols[p + "_min_ns"] = _measure(full(sub[p + "_min_ns"]), has)
+            mean_ns = np.floor_divide(sub[p + "_sum_ns"], np.maximum(sub[p + "_samples"], 1).astype(np.uint64))
+            cols[p + "_mean_ns"] = _measure(full(mean_ns), has)
+            cols[p + "_max_ns"] = _measure(full(sub[p + "_max_ns"]), has)
+            cols[p + "_p50_ns"] = _measure(full(sub[p + "_p50_ns"]), has)
+            cols[p + "_p99_ns"] = _measure(full(sub[p + "_p99_ns"]), has)
             cols[p + "_hist"] = _hist(recs, p, has)
     return cols

@@ -210,8 +210,10 @@ cdef extern from "ft_roce_pair.h" nogil:
 cdef extern from *:
     """
     #define FT_ROCE_REC_OFFSET offsetof(struct ft_flowrec, roce)
+    #define FT_ROCE_FLOW_OFFSET offsetof(struct ft_flow, roce)
     """
     const size_t FT_ROCE_REC_OFFSET
+    const size_t FT_ROCE_FLOW_OFFSET
 
 # --- end RoCE meter -----------------------------------------------------------------------------------------
 
@@ -588,7 +590,9 @@ cdef class FlowTable:
         if i == NONE:
             return NONE
         f = &self.flows[i]
-        memset(f, 0, sizeof(ft_flow))
+        # RoCE meter (issue 4): the 1952-byte meter is initialised by roce_created() for RoCE flows only and
+        # never read for others (every use checks key.qpn), so other flows do not pay for writing it
+        memset(f, 0, FT_ROCE_FLOW_OFFSET)
         memcpy(&f.key, key, sizeof(ft_key))
         f.hash = h
         b = h & (self.nbuckets - 1)
