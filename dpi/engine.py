@@ -20,6 +20,7 @@ import numpy as np
 import pyarrow as pa
 
 from . import _flowtable
+from . import roce_columns   # RoCE meter (issue 4)
 from ._reader import TUNNEL_NAMES
 from .schema import COLUMN_NAMES, flow_schema
 
@@ -120,6 +121,7 @@ def build_batch(recs: np.ndarray, schema: pa.Schema, observer: str, seed: int = 
         "interface": pa.array(recs["iface"], pa.uint16()),
         "app_proto": pa.nulls(n, pa.string()),
     }
+    cols.update(roce_columns.build(recs))   # RoCE meter columns (issue 4)
     return pa.RecordBatch.from_arrays([cols[name] for name in COLUMN_NAMES], schema=schema)
 
 
@@ -143,11 +145,13 @@ class Engine:
     def _batch(self) -> pa.RecordBatch:
         return build_batch(self.table.take(), self.schema, self.observer, self.config.community_id_seed)
 
-    def add(self, records: np.ndarray) -> Iterator[pa.RecordBatch]:
-        """Meter a batch of per-packet records; yields a flow-record batch each time batch_rows are ready."""
+    def add(self, records: np.ndarray, data: np.ndarray | None = None) -> Iterator[pa.RecordBatch]:
+        """Meter a batch of per-packet records; yields a flow-record batch each time batch_rows are ready.
+        data: the reader's frame bytes the records index into (frame_off); the RoCE meter reads RDMA CM
+        messages from it (issue 4), without it it pairs queue pairs from PSNs only."""
         pos, n = 0, len(records)
         while pos < n:
-            pos = self.table.add(records, pos)
+            pos = self.table.add(records, pos, data)
             if self.table.pending >= self.config.batch_rows:
                 yield self._batch()
 

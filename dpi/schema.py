@@ -41,6 +41,7 @@ class Column:
     unit: str = ""
     ipfix: str = ""
     kind: str = "attribute"  # attribute | counter | measurement | key
+    extra: tuple = ()        # more field-metadata (key, value) pairs, e.g. a histogram's bucket layout
 
 
 TS = pa.timestamp("ns", tz="UTC")
@@ -127,12 +128,126 @@ COLUMNS: tuple[Column, ...] = (
 )
 
 
+# ---- RoCE meter columns (issue 4; definitions in docs/roce.md, computed in ext/ft_roce.h) --------------------
+# The histogram column is the TCP meter's (issue 3): same Arrow type, same bucket layout (ext/ft_hist.h).
+ROCE_HIST_TYPE = pa.struct([pa.field("first_bucket", pa.int16(), nullable=False),
+                            pa.field("counts", pa.list_(pa.uint32()), nullable=False),
+                            pa.field("collapsed", pa.bool_(), nullable=False)])
+ROCE_HIST_LAYOUT = (
+    "log-bucketed, 8 buckets per octave: counts[i] is the number of samples x (ns) in global bucket "
+    "k = first_bucket + i, 2^(k/8) <= x < 2^((k+1)/8) (bucket 0 also holds 0 and 1 ns); buckets before the "
+    "first and after the last non-zero one are left out. The meter keeps a window of 80 buckets (1024x) "
+    "that slides up with the largest sample; collapsed = true means smaller samples were folded into the "
+    "first bucket. Counts are exact until one bucket passes 65,535 samples, after which they are halved "
+    "and scaled back (relative counts within 1/32768)."
+)
+_ROCE_HIST_EXTRA = (("bucket_layout", ROCE_HIST_LAYOUT), ("buckets_per_octave", "8"), ("bucket_base_ns", "1"))
+ROCE_TRANSPORTS = {0: "RC", 1: "UC", 2: "RD", 3: "UD", 5: "XRC"}
+ROCE_PAIRINGS = {0: "none", 1: "psn", 2: "cm"}
+ROCE_LATENCIES = {
+    "ack_latency": "request-to-ACK latency: from a SEND or RDMA WRITE packet of {me} with AckReq set to the "
+                   "first ACK or NAK from {peer} whose PSN is at or after it (one coalesced ACK ends several); "
+                   "retransmitted requests are not timed (Karn). Measured at the probe: the path from the probe to "
+                   "{peer} and back, plus {peer}'s ACK delay",
+    "read_latency": "READ latency: from an RDMA READ request of {me} to the first response packet of that READ "
+                    "from {peer}; re-sent READs are not timed",
+    "nak_recovery": "NAK recovery time: from a NAK (PSN sequence error or RNR) from {peer} to {me}'s "
+                    "retransmission of the PSN it names",
+}
+_NOT_ROCE = " 0 for flows that are not RoCE."
+
+
+def _roce_side_columns(x: str) -> tuple[Column, ...]:
+    me, peer = ("src", "dst") if x == "src" else ("dst", "src")
+    c = lambda name, doc, typ=pa.uint32(), unit="": Column(  # noqa: E731
+        f"roce_{x}_{name}", typ, False, doc + _NOT_ROCE, unit=unit, kind="counter")
+    m = lambda name, doc, typ=pa.int64(), unit="ns": Column(  # noqa: E731
+        f"roce_{x}_{name}", typ, True, doc, unit=unit, kind="measurement")
+    cols = [
+        c("psn_gaps", f"Forward PSN jumps in what {me} sent: a request PSN beyond the next expected one "
+          "(after READs the next expected PSN is past all the PSNs the READ takes), or a READ response "
+          "packet beyond the next one of its READ. Packets lost before the probe (docs/roce.md)."),
+        c("psn_missing", f"PSNs skipped by the roce_{x}_psn_gaps jumps."),
+        c("psn_duplicates", f"Retransmissions by {me}: a request PSN behind the next expected one that the "
+          f"probe saw before, that {peer} asked for with a NAK, or that belongs to a go-back-N resend; a "
+          "READ response packet behind the next expected one."),
+        c("psn_out_of_order", f"Request packets from {me} behind the next expected PSN, never seen before and "
+          "not asked for again: reordering between the sender and the probe."),
+        c("acks", f"Acknowledge packets from {me} with an ACK syndrome (AETH 000xxxxx)."),
+        c("nak_psn_seq_err", f"NAKs from {me}: PSN sequence error (AETH 01100000)."),
+        c("nak_rnr", f"RNR NAKs from {me}: receiver not ready (AETH 001xxxxx)."),
+        c("nak_invalid_request", f"NAKs from {me}: invalid request (AETH 01100001; also invalid RD request "
+          "01100100)."),
+        c("nak_remote_access", f"NAKs from {me}: remote access error (AETH 01100010)."),
+        c("nak_remote_operational", f"NAKs from {me}: remote operational error (AETH 01100011)."),
+        c("cnp_packets", f"Congestion notification packets (BTH opcode 0x81) sent by {me}: {me} received "
+          "CE-marked packets and asks the QP the CNP addresses to slow down."),
+        c("ecn_ect_packets", f"Packets from {me} marked ECN-capable, ECT(0) or ECT(1), in the IP header."),
+        c("ecn_ce_packets", f"Packets from {me} marked Congestion Experienced (CE) in the IP header."),
+        c("fecn_packets", f"Packets from {me} with the BTH FECN bit set."),
+        c("becn_packets", f"Packets from {me} with the BTH BECN bit set (CNPs carry it)."),
+        c("send_messages", f"SEND messages started by {me} (SEND First or Only; every UD SEND), "
+          "retransmissions not counted."),
+        c("write_messages", f"RDMA WRITE messages started by {me} (First or Only)."),
+        c("read_messages", f"RDMA READ requests sent by {me}."),
+        c("atomic_messages", f"ATOMIC requests (CmpSwap, FetchAdd) sent by {me}."),
+        c("payload_bytes", f"RDMA payload bytes in every RoCE packet {me} sent (after BTH, extension "
+          "headers, pad and ICRC), retransmissions included.", pa.uint64(), "bytes"),
+        c("message_bytes", f"Size of the messages {me} started: RETH DMA length of WRITEs and READs, payload "
+          "of SENDs, 8 bytes per ATOMIC.", pa.uint64(), "bytes"),
+        m("mean_message_bytes", f"roce_{x}_message_bytes / messages started by {me}; null without messages.",
+          pa.float64(), "bytes"),
+    ]
+    for lat, text in ROCE_LATENCIES.items():
+        what = text.format(me=me, peer=peer)
+        cols += [
+            c(f"{lat}_samples", f"Number of samples of the {what}."),
+            m(f"{lat}_min_ns", f"Smallest roce_{x}_{lat} sample; null without samples."),
+            m(f"{lat}_mean_ns", f"Mean of the roce_{x}_{lat} samples (integer ns); null without samples."),
+            m(f"{lat}_max_ns", f"Largest roce_{x}_{lat} sample; null without samples."),
+            m(f"{lat}_p50_ns", f"Median (nearest rank) of the roce_{x}_{lat} samples, within 4.4 % (bucket "
+              "layout in docs/roce.md); null without samples."),
+            m(f"{lat}_p99_ns", f"99th percentile (nearest rank) of the roce_{x}_{lat} samples, within 4.4 %; "
+              "null without samples."),
+            Column(f"roce_{x}_{lat}_hist", ROCE_HIST_TYPE, True, f"Histogram of the roce_{x}_{lat} samples "
+                   "(bucket layout in the field metadata); null without samples.", unit="ns",
+                   kind="measurement", extra=_ROCE_HIST_EXTRA),
+        ]
+    return tuple(cols)
+
+
+ROCE_COLUMNS: tuple[Column, ...] = (
+    Column("roce_transport", pa.string(), True,
+           "RoCEv2 transport of the flow's packets, from the BTH opcode: RC, UC, UD, RD or XRC; null for "
+           "flows that are not RoCE and for RoCE flows that carried only CNPs.", kind="attribute"),
+    Column("roce_pairing", pa.string(), True,
+           "How the two directions of the RoCE connection were put together: cm = proven by the RDMA CM "
+           "REQ and REP that named both QPs; psn = inferred from an ACK, NAK or READ response naming a PSN "
+           "the other direction's requests used; none = one direction only (the packets addressed to one "
+           "QP; UD, CNP-only and unmatched flows). Null for flows that are not RoCE.", kind="attribute"),
+    Column("roce_src_qpn", pa.uint32(), True,
+           "src's queue pair number (the destination QP of the packets dst sends); null when not known "
+           "(not RoCE, or an unpaired flow of packets addressed to dst).", kind="key"),
+    Column("roce_dst_qpn", pa.uint32(), True,
+           "dst's queue pair number (the destination QP of the packets src sends); null when not known.",
+           kind="key"),
+    Column("roce_path_mtu", pa.uint16(), True,
+           "RoCE path MTU observed: the payload size of the FIRST and MIDDLE packets of multi-packet "
+           "messages (256..4096), or the one the PSN distance after a READ implied; null when not seen.",
+           unit="bytes", kind="measurement"),
+) + _roce_side_columns("src") + _roce_side_columns("dst")
+
+COLUMNS = COLUMNS + ROCE_COLUMNS
+# ---- end RoCE meter columns --------------------------------------------------------------------------------
+
+
 def _field(c: Column) -> pa.Field:
     meta = {"doc": c.doc, "kind": c.kind}
     if c.unit:
         meta["unit"] = c.unit
     if c.ipfix:
         meta["ipfix"] = c.ipfix
+    meta.update(dict(c.extra))
     return pa.field(c.name, c.type, nullable=c.nullable, metadata=meta)
 
 

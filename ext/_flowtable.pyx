@@ -12,8 +12,63 @@ from libc.stdlib cimport malloc, calloc, realloc, free
 from libc.string cimport memcpy, memcmp, memset
 
 from ft_record cimport ft_pkt, FT_F_L3, FT_F_L4, FT_F_FRAG, FT_F_TRUNC, FT_R__COUNT, FT_REASON_NAMES
+from ft_record cimport FT_F_ROCE   # RoCE meter (issue 4)
 
 cnp.import_array()
+
+# --- RoCE meter (issue 4): ext/ft_roce.h (meter), ext/ft_roce_pair.h (pairing side tables) -----------------
+cdef extern from "ft_roce.h" nogil:
+    struct ft_roce_dir:
+        uint16_t sport
+        uint8_t st
+    struct ft_roce_meter:
+        ft_roce_dir dir[2]
+        uint32_t partner_qpn
+        uint16_t pmtu
+        uint16_t pair_tries
+        uint8_t transport
+        uint8_t pairing
+        uint8_t role
+        uint8_t cm_transport
+        uint16_t partner_vlan
+    struct ft_roce_out:
+        pass
+    struct ft_roce_field:
+        const char *name
+        size_t offset
+        const char *fmt
+    struct ft_roce_cm:
+        uint32_t local_comm_id
+        uint32_t remote_comm_id
+        uint32_t local_qpn
+        uint8_t transport
+    const ft_roce_field FT_ROCE_OUT_FIELDS[]
+    const int FT_ROCE_OUT_NFIELDS
+    enum:
+        FT_ROCE_KEY_TAG
+        FT_ROCE_KEY_AT_B
+        FT_ROCE_PSN_MASK
+        FT_ROCE_TR_RC
+        FT_ROCE_TR_NONE
+        FT_ROCE_PAIR_NONE
+        FT_ROCE_PAIR_PSN
+        FT_ROCE_PAIR_CM
+        FT_ROCE_ROLE_NONE
+        FT_ROCE_ROLE_RESPONDER
+        FT_ROCE_ROLE_REQUESTER
+        FT_ROCE_CM_REQ
+        FT_ROCE_CM_REP
+        FT_RD_SPORT
+        FT_ROCE_DETH
+    void ft_roce_init(ft_roce_meter *m)
+    void ft_roce_update(ft_roce_meter *m, int d, const ft_pkt *p)
+    void ft_roce_period_reset(ft_roce_meter *m)
+    void ft_roce_swap_dirs(ft_roce_meter *m)
+    void ft_roce_export(const ft_roce_meter *m, ft_roce_out *o, uint32_t key_qpn, int qp_at_src)
+    void ft_roce_merge(ft_roce_meter *s, const ft_roce_meter *v, const int *map)
+    uint8_t ft_roce_pkt_role(const ft_pkt *p)
+    int ft_roce_cm_parse(const uint8_t *mad, uint32_t len, ft_roce_cm *out)
+# --- end RoCE meter -----------------------------------------------------------------------------------------
 
 cdef extern from "ft_flow.h" nogil:
     struct ft_key:
@@ -55,6 +110,7 @@ cdef extern from "ft_flow.h" nogil:
         uint8_t has_icmp
         uint16_t outer_vlan_id
         uint16_t iface
+        ft_roce_meter roce   # RoCE meter (issue 4)
 
     struct ft_flowrec:
         uint64_t flow_id
@@ -85,6 +141,7 @@ cdef extern from "ft_flow.h" nogil:
         uint8_t icmp_type
         uint8_t icmp_code
         uint8_t has_icmp
+        ft_roce_out roce     # RoCE meter (issue 4)
 
     struct ft_rec_field:
         const char *name
@@ -111,6 +168,55 @@ cdef extern from "ft_util.h" nogil:
                         uint8_t proto, uint16_t sport, uint16_t dport, char *out)
     int ft_addr_text(int ip_version, const uint8_t *addr, char *out)
 
+# --- RoCE meter (issue 4): pairing side tables -----------------------------------------------------------
+cdef extern from "ft_roce_pair.h" nogil:
+    struct ft_roce_alias:
+        uint32_t canon_qpn
+        uint16_t canon_vlan
+        uint32_t partner_qpn
+        uint16_t partner_vlan
+        uint8_t flags
+        uint8_t cm_transport
+    struct ft_roce_alias_tab:
+        ft_roce_alias slot[1]
+        uint32_t live
+    struct ft_roce_cand_tab:
+        pass
+    struct ft_roce_cmreq:
+        uint32_t qpn
+        uint16_t vlan_id
+        uint8_t transport
+    struct ft_roce_cmreq_tab:
+        ft_roce_cmreq slot[1]
+    enum:
+        FT_RA_CM
+        FT_RA_ACTIVE_A
+        FT_RA_FLIP
+    int ft_roce_alias_find(const ft_roce_alias_tab *t, const ft_key *key, uint32_t h)
+    int ft_roce_alias_put(ft_roce_alias_tab *t, const ft_key *key, uint32_t h, uint32_t canon_qpn,
+                          uint16_t canon_vlan, uint32_t partner_qpn, uint16_t partner_vlan, uint8_t flags,
+                          uint8_t cm_transport)
+    int ft_roce_alias_del(ft_roce_alias_tab *t, const ft_key *key, uint32_t h)
+    uint32_t ft_roce_pairkey_hash(const uint8_t *requester, const uint8_t *responder, const ft_key *key)
+    int ft_roce_cand_put(ft_roce_cand_tab *t, const ft_flow *flows, int32_t nslots, uint32_t h, int32_t idx,
+                         uint64_t flow_id)
+    int32_t ft_roce_cand_find(const ft_roce_cand_tab *t, const ft_flow *flows, int32_t nslots,
+                              const ft_key *key, int a_is_src, const ft_pkt *p)
+    int ft_roce_cmreq_put(ft_roce_cmreq_tab *t, const uint8_t *active, const uint8_t *passive,
+                          const ft_key *key, uint32_t comm_id, uint32_t qpn, uint8_t transport)
+    int ft_roce_cmreq_take(ft_roce_cmreq_tab *t, const uint8_t *rep_src, const uint8_t *rep_dst,
+                           const ft_key *key, uint32_t comm_id)
+
+cdef extern from *:
+    """
+    #define FT_ROCE_REC_OFFSET offsetof(struct ft_flowrec, roce)
+    #define FT_ROCE_FLOW_OFFSET offsetof(struct ft_flow, roce)
+    """
+    const size_t FT_ROCE_REC_OFFSET
+    const size_t FT_ROCE_FLOW_OFFSET
+
+# --- end RoCE meter -----------------------------------------------------------------------------------------
+
 
 def _flowrec_dtype():
     names, formats, offsets = [], [], []
@@ -118,12 +224,18 @@ def _flowrec_dtype():
         names.append(FT_FLOWREC_FIELDS[i].name.decode())
         formats.append(FT_FLOWREC_FIELDS[i].fmt.decode())
         offsets.append(FT_FLOWREC_FIELDS[i].offset)
+    # RoCE meter (issue 4): the ft_roce_out fields (names already roce_*), offset by where it sits
+    for i in range(FT_ROCE_OUT_NFIELDS):
+        names.append(FT_ROCE_OUT_FIELDS[i].name.decode())
+        formats.append(FT_ROCE_OUT_FIELDS[i].fmt.decode())
+        offsets.append(FT_ROCE_REC_OFFSET + FT_ROCE_OUT_FIELDS[i].offset)
     return np.dtype({"names": names, "formats": formats, "offsets": offsets,
                      "itemsize": sizeof(ft_flowrec)})
 
 
 FLOWREC_DTYPE = _flowrec_dtype()
 FLOW_STATE_BYTES = sizeof(ft_flow)
+ROCE_METER_BYTES = sizeof(ft_roce_meter)   # RoCE meter (issue 4): part of FLOW_STATE_BYTES
 END_REASONS = {FT_END_IDLE: "idle timeout", FT_END_ACTIVE: "active timeout",
                FT_END_EOF: "end of flow detected", FT_END_FORCED: "forced end",
                FT_END_RESOURCES: "lack of resources"}
@@ -135,6 +247,7 @@ cdef extern from *:
     void ft_prefetch(const void *p) noexcept nogil
 
 cdef enum:
+    ROCE_UDP_PORT = 4791   # RoCE meter (issue 4)
     PF = 8          # packets per prefetch block
     NONE = -1
     TCP_FIN = 0x01
@@ -164,6 +277,12 @@ cdef inline uint8_t make_key(const ft_pkt *p, ft_key *key) noexcept nogil:
         return 0
     sport = p.sport if has_ports else 0
     dport = p.dport if has_ports else 0
+    # RoCE meter (issue 4): a RoCEv2 packet is keyed on its addresses and the QP it addresses (tagged with
+    # the key endpoint that hosts it); the UDP source port is per-sender entropy and is left out
+    cdef bint roce = has_ports and (p.flags & FT_F_ROCE) != 0 and p.proto == 17 and dport == ROCE_UDP_PORT
+    if roce:
+        sport = 0
+        dport = 0
     memset(key, 0, sizeof(ft_key))
     c = memcmp(p.src_addr, p.dst_addr, 16)
     key.ip_version = p.ip_version
@@ -175,11 +294,15 @@ cdef inline uint8_t make_key(const ft_pkt *p, ft_key *key) noexcept nogil:
         memcpy(key.addr_b, p.dst_addr, 16)
         key.port_a = sport
         key.port_b = dport
+        if roce:
+            key.qpn = (p.roce_dqpn & FT_ROCE_PSN_MASK) | FT_ROCE_KEY_TAG | FT_ROCE_KEY_AT_B
         return 1
     memcpy(key.addr_a, p.dst_addr, 16)
     memcpy(key.addr_b, p.src_addr, 16)
     key.port_a = dport
     key.port_b = sport
+    if roce:
+        key.qpn = (p.roce_dqpn & FT_ROCE_PSN_MASK) | FT_ROCE_KEY_TAG
     return 2
 
 
@@ -217,6 +340,15 @@ cdef class FlowTable:
     cdef uint64_t reasons[64]
     cdef uint64_t not_metered_reasons[64]
     cdef uint64_t end_counts[8]
+    # RoCE meter (issue 4): pairing side tables (ext/ft_roce_pair.h), the batch's frame bytes (for RDMA CM
+    # MADs), and counters that reach the Arrow metadata
+    cdef ft_roce_alias_tab *roce_alias
+    cdef ft_roce_cand_tab *roce_cand
+    cdef ft_roce_cmreq_tab *roce_cmreq
+    cdef const uint8_t *cur_data
+    cdef size_t cur_data_len
+    cdef readonly uint64_t roce_pairs_psn, roce_pairs_cm, roce_pair_ambiguous, roce_alias_full
+    cdef readonly uint64_t roce_waiting_full, roce_cm_req_lost, roce_cm_rep_unmatched, roce_qpn_reuse_splits
 
     def __cinit__(self, int max_flows=1000000, uint64_t idle_timeout_ns=120_000_000_000,
                   uint64_t active_timeout_ns=1_800_000_000_000, uint64_t closed_timeout_ns=10_000_000_000,
@@ -247,7 +379,12 @@ cdef class FlowTable:
         # expiries, which stop at batch_rows; the margin keeps add() from ever overrunning.
         self.out_cap = batch_rows + 8
         self.out = <ft_flowrec *> malloc(self.out_cap * sizeof(ft_flowrec))
-        if self.buckets == NULL or self.flows == NULL or self.out == NULL:
+        # RoCE meter (issue 4): 334 KiB of pairing tables, zeroed (calloc'd pages cost nothing until used)
+        self.roce_alias = <ft_roce_alias_tab *> calloc(1, sizeof(ft_roce_alias_tab))
+        self.roce_cand = <ft_roce_cand_tab *> calloc(1, sizeof(ft_roce_cand_tab))
+        self.roce_cmreq = <ft_roce_cmreq_tab *> calloc(1, sizeof(ft_roce_cmreq_tab))
+        if self.buckets == NULL or self.flows == NULL or self.out == NULL or self.roce_alias == NULL or \
+                self.roce_cand == NULL or self.roce_cmreq == NULL:
             raise MemoryError()
         memset(self.buckets, 0xff, nb * sizeof(int32_t))
         self.high_water = 0
@@ -266,6 +403,9 @@ cdef class FlowTable:
         free(self.flows)
         free(self.buckets)
         free(self.out)
+        free(self.roce_alias)   # RoCE meter (issue 4)
+        free(self.roce_cand)
+        free(self.roce_cmreq)
 
     # ---- recency list -------------------------------------------------------------------------------
     cdef inline void lru_unlink(self, int32_t i) noexcept nogil:
@@ -328,6 +468,8 @@ cdef class FlowTable:
                     break
                 j = self.flows[j].hnext
         self.lru_unlink(i)
+        if f.key.qpn != 0 and f.roce.pairing != FT_ROCE_PAIR_NONE:
+            self.roce_unpair(f)   # RoCE meter (issue 4): its alias entries go with it
         f.flow_id = 0  # marks the slot free for rehash()
         f.hnext = self.free_head
         self.free_head = i
@@ -392,6 +534,8 @@ cdef class FlowTable:
         r.icmp_type = f.icmp_type
         r.icmp_code = f.icmp_code
         r.has_icmp = f.has_icmp
+        if f.key.qpn != 0:
+            self.roce_export(f, r)   # RoCE meter (issue 4)
         self.records_exported += 1
         self.end_counts[reason] += 1
 
@@ -406,6 +550,8 @@ cdef class FlowTable:
         f.tcp_flags[1] = 0
         f.rec_first_ns = ts
         f.rec_last_ns = ts
+        if f.key.qpn != 0:
+            ft_roce_period_reset(&f.roce)   # RoCE meter (issue 4)
 
     cdef void expire_idle(self) noexcept nogil:
         """Export flows idle for longer than their timeout, least recently seen first, until the output is
@@ -444,7 +590,9 @@ cdef class FlowTable:
         if i == NONE:
             return NONE
         f = &self.flows[i]
-        memset(f, 0, sizeof(ft_flow))
+        # RoCE meter (issue 4): the 1952-byte meter is initialised by roce_created() for RoCE flows only and
+        # never read for others (every use checks key.qpn), so other flows do not pay for writing it
+        memset(f, 0, FT_ROCE_FLOW_OFFSET)
         memcpy(&f.key, key, sizeof(ft_key))
         f.hash = h
         b = h & (self.nbuckets - 1)
@@ -512,6 +660,8 @@ cdef class FlowTable:
         cdef ft_flow *f
         cdef int d
         cdef bint a_first = state == 1
+        cdef int32_t aslot = -1   # RoCE meter (issue 4): alias entry that re-keyed the packet
+        cdef ft_key canon
         self.packets_seen += 1
         self.reasons[p.reason & 63] += 1
         if p.ts_ns > self.now_ns:
@@ -528,6 +678,16 @@ cdef class FlowTable:
             if self.flows[i].hash == h and memcmp(&self.flows[i].key, key, sizeof(ft_key)) == 0:
                 break
             i = self.flows[i].hnext
+        if i == NONE and key.qpn != 0 and self.roce_alias.live:
+            # RoCE meter (issue 4): no flow under the packet's own key: it may be addressed to the alias QP
+            # of a paired flow (or to a QP that RDMA CM paired before its first packet). Looked up only on a
+            # miss: a key with an alias never has a flow of its own, and the canonical direction pays nothing.
+            memcpy(&canon, key, sizeof(ft_key))
+            h = self.roce_resolve(&canon, h, &state, &aslot)
+            if aslot >= 0:
+                key = &canon
+                a_first = state == 1
+                i = self.lookup(key, h)
         if i != NONE:
             f = &self.flows[i]
             # A new SYN on a finished connection (or with another ISN) is a new connection reusing the
@@ -545,6 +705,8 @@ cdef class FlowTable:
                 self.not_metered_reasons[p.reason & 63] += 1
                 return
             f = &self.flows[i]
+            if key.qpn != 0:
+                self.roce_created(f, p, a_first, aslot)   # RoCE meter (issue 4)
         else:
             if p.ts_ns >= f.rec_first_ns + self.active_ns and (f.pkts[0] + f.pkts[1]) > 0:
                 # active timeout: a long flow leaves one record per period, same flow_id
@@ -557,6 +719,10 @@ cdef class FlowTable:
                 self.lru_unlink(i)
                 self.lru_append(i)
                 f.touch_ns = p.ts_ns
+        if key.qpn != 0:
+            # RoCE meter (issue 4): orientation, waiting for a partner, pairing (may merge into another flow)
+            i = self.roce_prepare(i, p, key, &a_first)
+            f = &self.flows[i]
         d = 0 if (a_first == (f.src_is_a != 0)) else 1
         f.pkts[d] += 1
         f.bytes[d] += p.l3_len
@@ -588,10 +754,254 @@ cdef class FlowTable:
             f.has_icmp = 1
             f.icmp_type = p.icmp_type
             f.icmp_code = p.icmp_code
+        if key.qpn != 0:
+            ft_roce_update(&f.roce, d, p)   # RoCE meter (issue 4)
+            if p.roce_dqpn == 1 and self.cur_data != NULL:
+                self.roce_cm(p, key, a_first)
 
-    def add(self, records, Py_ssize_t start=0):
+    # ---- RoCE meter (issue 4): pairing the two directions of a connection (docs/roce.md) ---------------
+    cdef inline uint32_t roce_resolve(self, ft_key *key, uint32_t h, uint8_t *state,
+                                      int32_t *aslot) noexcept nogil:
+        """Re-keys a RoCE packet whose QP is the alias of a paired flow: key.qpn (and .vlan_id) become the
+        canonical flow's; on one address the packet's direction flips (FT_RA_FLIP). Returns the key's hash
+        (recomputed when the key changed); sets *aslot to the entry used, or leaves it when there is none."""
+        cdef int s = ft_roce_alias_find(self.roce_alias, key, h)
+        cdef ft_roce_alias *a
+        if s < 0:
+            return h
+        aslot[0] = s
+        a = &self.roce_alias.slot[s]
+        if a.flags & FT_RA_FLIP:
+            state[0] = 3 - state[0]
+        if a.canon_qpn == key.qpn and a.canon_vlan == key.vlan_id:
+            return h
+        key.qpn = a.canon_qpn
+        key.vlan_id = a.canon_vlan
+        return ft_hash_words(key, sizeof(ft_key))
+
+    cdef int32_t lookup(self, const ft_key *key, uint32_t h) noexcept nogil:
+        """The slot of the flow with this key, or NONE."""
+        cdef int32_t i = self.buckets[h & (self.nbuckets - 1)]
+        while i != NONE:
+            if self.flows[i].hash == h and memcmp(&self.flows[i].key, key, sizeof(ft_key)) == 0:
+                return i
+            i = self.flows[i].hnext
+        return NONE
+
+    cdef void roce_created(self, ft_flow *f, const ft_pkt *p, bint a_first, int32_t aslot) noexcept nogil:
+        """A new RoCE flow: src is the requester (the sender of a request, the receiver of a response or
+        CNP), or the active side of a connection RDMA CM set up."""
+        cdef ft_roce_alias *a
+        ft_roce_init(&f.roce)
+        if aslot >= 0:
+            a = &self.roce_alias.slot[aslot]
+            if a.flags & FT_RA_CM:
+                f.src_is_a = 1 if (a.flags & FT_RA_ACTIVE_A) else 0
+                f.roce.pairing = FT_ROCE_PAIR_CM
+                f.roce.partner_qpn = a.partner_qpn
+                f.roce.partner_vlan = a.partner_vlan
+                f.roce.cm_transport = a.cm_transport
+                return
+        f.src_is_a = a_first if ft_roce_pkt_role(p) == FT_ROCE_ROLE_RESPONDER else not a_first
+
+    cdef void roce_flip_src(self, ft_flow *f) noexcept nogil:
+        """The flow's src turns out to be the other endpoint (it began with CNPs): swap the directions."""
+        cdef uint64_t t
+        cdef uint16_t t16
+        f.src_is_a = not f.src_is_a
+        t = f.pkts[0]
+        f.pkts[0] = f.pkts[1]
+        f.pkts[1] = t
+        t = f.bytes[0]
+        f.bytes[0] = f.bytes[1]
+        f.bytes[1] = t
+        t16 = f.tcp_flags[0]
+        f.tcp_flags[0] = f.tcp_flags[1]
+        f.tcp_flags[1] = t16
+        ft_roce_swap_dirs(&f.roce)
+
+    cdef int32_t roce_prepare(self, int32_t i, const ft_pkt *p, const ft_key *key, bint *a_first) noexcept nogil:
+        """Before flow i meters RoCE packet p: settle who src is on the first packet that tells, let a flow of
+        requests wait for its partner, and let a response look for the flow of the requests it answers
+        (PSN pairing, tried on the first 16 responses, then on the 32nd, 64th, ...). Returns the flow the
+        packet belongs to (another one after a merge; *a_first is then as seen from that flow)."""
+        cdef ft_flow *f = &self.flows[i]
+        cdef uint8_t role
+        cdef uint16_t tries
+        cdef int32_t c
+        cdef uint32_t h2
+        cdef bint want
+        if f.roce.pairing != FT_ROCE_PAIR_NONE:
+            return i
+        role = ft_roce_pkt_role(p)
+        if role == FT_ROCE_ROLE_NONE:
+            return i
+        if f.roce.role == FT_ROCE_ROLE_NONE:
+            want = a_first[0] if role == FT_ROCE_ROLE_RESPONDER else not a_first[0]
+            if (f.src_is_a != 0) != want:
+                self.roce_flip_src(f)
+            if role == FT_ROCE_ROLE_RESPONDER and (p.roce_opcode >> 5) == FT_ROCE_TR_RC:
+                h2 = ft_roce_pairkey_hash(p.src_addr, p.dst_addr, key)
+                if ft_roce_cand_put(self.roce_cand, self.flows, self.high_water, h2, i, f.flow_id) < 0:
+                    self.roce_waiting_full += 1
+        if role == FT_ROCE_ROLE_REQUESTER and (p.roce_opcode >> 5) == FT_ROCE_TR_RC:
+            tries = f.roce.pair_tries
+            if tries < 65535:
+                f.roce.pair_tries = tries + 1
+            if tries < 16 or (tries & (tries - 1)) == 0:
+                c = ft_roce_cand_find(self.roce_cand, self.flows, self.high_water, key, a_first[0], p)
+                if c == -2:
+                    self.roce_pair_ambiguous += 1
+                elif c >= 0 and c != i:
+                    return self.roce_merge(c, i, a_first)
+        return i
+
+    cdef int32_t roce_merge(self, int32_t c, int32_t i, bint *a_first) noexcept nogil:
+        """Pairs flows c and i (the two directions of one connection): the younger is merged into the older
+        and removed without a record, and its key becomes an alias of the older one's. Returns the slot of
+        the flow that remains (i unchanged when the alias table has no room: counted)."""
+        cdef int32_t si, vi
+        cdef ft_flow *fs
+        cdef ft_flow *fv
+        cdef bint same_addr, sender_a
+        cdef int dv
+        cdef int dmap[2]
+        cdef uint32_t hv
+        if self.flows[c].flow_id < self.flows[i].flow_id:
+            si = c
+            vi = i
+        else:
+            si = i
+            vi = c
+        fs = &self.flows[si]
+        fv = &self.flows[vi]
+        same_addr = memcmp(fs.key.addr_a, fs.key.addr_b, 16) == 0
+        hv = ft_hash_words(&fv.key, sizeof(ft_key))
+        if ft_roce_alias_put(self.roce_alias, &fv.key, hv, fs.key.qpn, fs.key.vlan_id, fv.key.qpn,
+                             fv.key.vlan_id, FT_RA_FLIP if same_addr else 0, 0) < 0:
+            self.roce_alias_full += 1
+            return i
+        for dv in range(2):
+            dmap[dv] = -1
+            if fv.roce.dir[dv].st == 0 and fv.pkts[dv] == 0:
+                continue
+            # the sender of v's direction dv; on one address the alias flips it (FT_RA_FLIP)
+            sender_a = ((dv == 0) == (fv.src_is_a != 0)) != same_addr
+            dmap[dv] = 0 if sender_a == (fs.src_is_a != 0) else 1
+            fs.pkts[dmap[dv]] += fv.pkts[dv]
+            fs.bytes[dmap[dv]] += fv.bytes[dv]
+        ft_roce_merge(&fs.roce, &fv.roce, dmap)
+        fs.trunc_pkts += fv.trunc_pkts
+        fs.frag_pkts += fv.frag_pkts
+        if fv.first_ns < fs.first_ns:
+            fs.first_ns = fv.first_ns
+        if fv.rec_first_ns < fs.rec_first_ns:
+            fs.rec_first_ns = fv.rec_first_ns
+        if fv.last_ns > fs.last_ns:
+            fs.last_ns = fv.last_ns
+        if fv.rec_last_ns > fs.rec_last_ns:
+            fs.rec_last_ns = fv.rec_last_ns
+        fs.roce.pairing = FT_ROCE_PAIR_PSN
+        fs.roce.partner_qpn = fv.key.qpn
+        fs.roce.partner_vlan = fv.key.vlan_id
+        self.roce_pairs_psn += 1
+        self.flows_created -= 1   # the merged direction leaves no record of its own
+        if vi == i and same_addr:
+            a_first[0] = not a_first[0]
+        self.remove(vi)
+        return si
+
+    cdef void roce_unpair(self, const ft_flow *f) noexcept nogil:
+        """A paired flow leaves the table: so do its alias entries (its own, for RDMA CM, and its partner's)."""
+        cdef ft_key k2
+        memcpy(&k2, &f.key, sizeof(ft_key))
+        ft_roce_alias_del(self.roce_alias, &k2, ft_hash_words(&k2, sizeof(ft_key)))
+        k2.qpn = f.roce.partner_qpn
+        k2.vlan_id = f.roce.partner_vlan
+        ft_roce_alias_del(self.roce_alias, &k2, ft_hash_words(&k2, sizeof(ft_key)))
+
+    cdef void roce_export(self, const ft_flow *f, ft_flowrec *r) noexcept nogil:
+        """The RoCE part of a record; the ports become the UDP ports actually used: src's source port and
+        4791 (or 4791 and dst's source port when src sent nothing), so community_id names a real 5-tuple."""
+        cdef bint same_addr = memcmp(f.key.addr_a, f.key.addr_b, 16) == 0
+        cdef bint qp_at_b = same_addr or (f.key.qpn & FT_ROCE_KEY_AT_B) != 0
+        ft_roce_export(&f.roce, &r.roce, f.key.qpn, qp_at_b != (f.src_is_a != 0))
+        if f.roce.dir[0].st & FT_RD_SPORT:
+            r.src_port = f.roce.dir[0].sport
+            r.dst_port = ROCE_UDP_PORT
+        else:
+            r.src_port = ROCE_UDP_PORT
+            r.dst_port = f.roce.dir[1].sport
+
+    cdef void roce_cm(self, const ft_pkt *p, const ft_key *key, bint a_first) noexcept nogil:
+        """A UD packet to QP1: RDMA CM. A REQ waits for its REP; a REP proves the pairing of the two QPs they
+        name (aliases inserted before the first data packet), and ends the flows of an earlier connection
+        that used the same QPs."""
+        cdef size_t off, end
+        cdef ft_roce_cm cm
+        cdef int r, s, s1, s2
+        cdef ft_key kp
+        cdef ft_key ka
+        cdef bint same_addr
+        cdef uint8_t flags, transport
+        cdef uint32_t req_qpn, hk
+        cdef uint16_t req_vlan
+        cdef int32_t j
+        cdef int pass_
+        if p.roce_opcode != 0x64 or not (p.roce_ext & FT_ROCE_DETH):
+            return
+        off = p.frame_off + p.payload_off + 20   # BTH 12 + DETH 8
+        end = p.frame_off + p.cap_len
+        if end > self.cur_data_len or off >= end:
+            return
+        r = ft_roce_cm_parse(self.cur_data + off, <uint32_t> (end - off), &cm)
+        if r == FT_ROCE_CM_REQ:
+            self.roce_cm_req_lost += ft_roce_cmreq_put(self.roce_cmreq, p.src_addr, p.dst_addr, key,
+                                                       cm.local_comm_id, cm.local_qpn, cm.transport)
+            return
+        if r != FT_ROCE_CM_REP:
+            return
+        s = ft_roce_cmreq_take(self.roce_cmreq, p.src_addr, p.dst_addr, key, cm.remote_comm_id)
+        if s < 0:
+            self.roce_cm_rep_unmatched += 1
+            return
+        req_qpn = self.roce_cmreq.slot[s].qpn
+        transport = self.roce_cmreq.slot[s].transport
+        req_vlan = self.roce_cmreq.slot[s].vlan_id
+        same_addr = memcmp(key.addr_a, key.addr_b, 16) == 0
+        memcpy(&kp, key, sizeof(ft_key))
+        memcpy(&ka, key, sizeof(ft_key))
+        kp.vlan_id = req_vlan   # packets to the passive QP travel the way the REQ did
+        # the REP's sender is the passive side; it is key endpoint A when a_first (one address: always B)
+        kp.qpn = (cm.local_qpn & FT_ROCE_PSN_MASK) | FT_ROCE_KEY_TAG | \
+            (FT_ROCE_KEY_AT_B if (same_addr or not a_first) else 0)
+        ka.qpn = (req_qpn & FT_ROCE_PSN_MASK) | FT_ROCE_KEY_TAG | \
+            (FT_ROCE_KEY_AT_B if (same_addr or a_first) else 0)
+        flags = FT_RA_CM | (FT_RA_ACTIVE_A if (same_addr or not a_first) else 0)
+        for pass_ in range(2):
+            hk = ft_hash_words(&kp if pass_ == 0 else &ka, sizeof(ft_key))
+            j = self.lookup(&kp if pass_ == 0 else &ka, hk)
+            if j != NONE:   # flows of an earlier connection on the same QPNs end here
+                self.export(j, FT_END_EOF)
+                self.remove(j)
+                self.roce_qpn_reuse_splits += 1
+        s1 = ft_roce_alias_put(self.roce_alias, &kp, ft_hash_words(&kp, sizeof(ft_key)), kp.qpn, kp.vlan_id,
+                               ka.qpn, ka.vlan_id, flags, transport)
+        s2 = ft_roce_alias_put(self.roce_alias, &ka, ft_hash_words(&ka, sizeof(ft_key)), kp.qpn, kp.vlan_id,
+                               ka.qpn, ka.vlan_id, flags | (FT_RA_FLIP if same_addr else 0), transport)
+        if s1 < 0 or s2 < 0:
+            ft_roce_alias_del(self.roce_alias, &kp, ft_hash_words(&kp, sizeof(ft_key)))
+            ft_roce_alias_del(self.roce_alias, &ka, ft_hash_words(&ka, sizeof(ft_key)))
+            self.roce_alias_full += 1
+            return
+        self.roce_pairs_cm += 1
+    # ---- end RoCE meter ----------------------------------------------------------------------------------
+
+    def add(self, records, Py_ssize_t start=0, data=None):
         """Meter records[start:] (a numpy array of dpi._reader.PKT_DTYPE) until the output holds batch_rows
-        flow records. Returns the index of the first record not yet metered (len(records) when done)."""
+        flow records. Returns the index of the first record not yet metered (len(records) when done).
+        data: the uint8 array the records' frame_off index into (the reader's batch data); without it the
+        RoCE meter cannot read RDMA CM messages and pairs QPs from PSNs only."""
         if records.dtype.itemsize != sizeof(ft_pkt) or not records.flags.c_contiguous:
             # numpy's concatenate and friends may return a packed copy of a structured dtype:
             # pass dtype=PKT_DTYPE to them
@@ -603,8 +1013,18 @@ cdef class FlowTable:
             return n
         cdef const ft_pkt *pkts = <const ft_pkt *> &raw[0]
         cdef int done
-        with nogil:
-            done = self.add_c(pkts, start, n)
+        cdef const uint8_t[::1] dview   # RoCE meter (issue 4): frame bytes for RDMA CM
+        self.cur_data = NULL
+        self.cur_data_len = 0
+        if data is not None and len(data):
+            dview = data
+            self.cur_data = &dview[0]
+            self.cur_data_len = dview.shape[0]
+        try:
+            with nogil:
+                done = self.add_c(pkts, start, n)
+        finally:
+            self.cur_data = NULL
         return start + done
 
     def expire(self, uint64_t now_ns):
@@ -666,6 +1086,17 @@ cdef class FlowTable:
             "packets_ts_backwards": self.packets_ts_backwards,
             "tcp_port_reuse_splits": self.port_reuse_splits,
             "max_flows": self.capacity,
+            # RoCE meter (issue 4)
+            "roce": {
+                "pairs_inferred_from_psn": self.roce_pairs_psn,
+                "pairs_proven_by_cm": self.roce_pairs_cm,
+                "pairing_ambiguous": self.roce_pair_ambiguous,
+                "alias_table_full": self.roce_alias_full,
+                "waiting_table_full": self.roce_waiting_full,
+                "cm_req_overwritten": self.roce_cm_req_lost,
+                "cm_rep_without_req": self.roce_cm_rep_unmatched,
+                "qpn_reuse_splits": self.roce_qpn_reuse_splits,
+            },
         }
 
 

@@ -10,6 +10,9 @@
 #include <stddef.h>
 #include <stdint.h>
 #include "ft_record.h"
+/* ---- RoCE meter (issue 4) ---- */
+#include "ft_roce.h"
+/* ---- end RoCE meter ---- */
 
 /* Bidirectional flow key: endpoint A is the lower (address, port) pair, so both directions of a conversation
  * produce the same key. 48 bytes, compared with memcmp: all padding is explicit and zeroed. */
@@ -71,6 +74,8 @@ struct ft_flow {
     uint8_t _pad[3];
     uint16_t outer_vlan_id;
     uint16_t iface;             /* interface (pcapng) of the first packet */
+    /* ---- RoCE meter (issue 4): FT_ROCE_METER_BYTES, only RoCE flows (key.qpn != 0) use it ---- */
+    struct ft_roce_meter roce;
 };
 
 /* One exported flow record, oriented: src = initiator. Arrays of these are turned into Arrow columns. */
@@ -104,6 +109,8 @@ struct ft_flowrec {
     uint8_t icmp_code;
     uint8_t has_icmp;
     uint8_t _pad[4];
+    /* ---- RoCE meter (issue 4): all zero for other flows; numpy names in FT_ROCE_OUT_FIELDS ---- */
+    struct ft_roce_out roce;
 };
 
 struct ft_rec_field { const char *name; size_t offset; const char *fmt; };

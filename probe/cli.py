@@ -202,6 +202,14 @@ def format_summary(res) -> str:
     if c.get("flows_evicted"):
         lines.append(f"  flows evicted because the table was full (--max-flows {c.get('max_flows')}): "
                      f"{c['flows_evicted']:,}")
+    rc = c.get("roce", {})   # RoCE meter (issue 4)
+    if rc.get("pairs_proven_by_cm") or rc.get("pairs_inferred_from_psn"):
+        lines.append(f"  RoCE connections paired: {rc.get('pairs_proven_by_cm', 0):,} by RDMA CM, "
+                     f"{rc.get('pairs_inferred_from_psn', 0):,} from PSNs")
+    full = {k: v for k, v in rc.items() if v and k in ("alias_table_full", "waiting_table_full",
+                                                       "cm_req_overwritten")}
+    if full:
+        lines.append("  RoCE pairing tables full: " + ", ".join(f"{k} {v:,}" for k, v in full.items()))
     rd = c.get("reader", {})
     extra = {k: v for k, v in rd.items() if v and k in READER_ANOMALIES}
     if extra:
@@ -373,6 +381,65 @@ def dump_bpf(snap_len, ring_mb, kernel_flows):
     except ValueError as e:
         raise click.UsageError(str(e))
     click.echo(dump(conf))
+
+
+# ---- RDMA NIC port counters (issue 4): probe/nic_counters.py ----
+NIC_COUNTERS_EPILOG = """
+\b
+Examples:
+  flowtap nic-counters --interval 1 --count 60 -o ports.parquet
+  flowtap nic-counters --interval 10 -o ports.arrows --device mlx5_0     # until Ctrl-C
+  flowtap nic-counters --sysfs-root /tmp/fake-sys --count 2 --interval 0 -o ports.arrow
+
+\b
+One row per port, counter and sample: timestamp, device, port, netdev, source (counters, hw_counters,
+netdev), the kernel's counter name (out_of_sequence, packet_seq_err, np_cnp_sent, rp_cnp_handled, ...),
+value, delta since the previous sample (null in the first sample of a port) and reset (the value went
+down). Output format from the extension, as for replay. Exit codes: 0 ok, 2 usage, 3 no RDMA device,
+4 output error, 130 interrupted (output still sealed).
+"""
+
+
+@main.command("nic-counters", epilog=NIC_COUNTERS_EPILOG)
+@click.option("-o", "--output", required=True, help="Table to write (.parquet, .arrow, .arrows, -).")
+@click.option("--interval", default=1.0, show_default=True, type=float, metavar="S",
+              help="Seconds between samples.")
+@click.option("--count", default=0, show_default=True, type=int, metavar="N",
+              help="Samples to take, the first being the baseline; 0 runs until Ctrl-C.")
+@click.option("--sysfs-root", default="/sys", show_default=True, metavar="DIR",
+              help="Where sysfs is mounted (a copy of its layout works too).")
+@click.option("--device", "devices", multiple=True, metavar="DEV", help="Only this RDMA device (repeatable).")
+@click.option("--format", "fmt", type=click.Choice(["parquet", "ipc_file", "ipc_stream"]),
+              help="Output format, when the extension does not say.")
+def nic_counters(output, interval, count, sysfs_root, devices, fmt):
+    """Sample RDMA NIC port counters (/sys/class/infiniband/*/ports/*/{counters,hw_counters} and the netdev
+    behind each port) into the port_counters table."""
+    from dpi.writer import OutputError
+    from probe.nic_counters import NoRdmaDevices, PortCounterSampler, run
+
+    if interval < 0 or count < 0:
+        raise click.UsageError("--interval and --count must not be negative")
+    ports = PortCounterSampler(sysfs_root, list(devices) or None).ports()
+    if ports:
+        names = ", ".join(f"{p.device}/{p.port}" + (f" ({p.netdev})" if p.netdev else "") for p in ports)
+        _err(f"sampling {len(ports)} RDMA port(s) [{names}] every {interval:g} s, "
+             f"{f'{count} samples' if count else 'until Ctrl-C'} -> {output}")
+    try:
+        res = run(output, interval, count, sysfs_root, list(devices) or None, fmt)
+    except NoRdmaDevices as e:
+        _err(str(e))
+        sys.exit(EXIT_INPUT)
+    except OutputError as e:
+        _err(str(e))
+        sys.exit(EXIT_OUTPUT)
+    except KeyboardInterrupt:
+        _err(f"interrupted; samples taken so far were written to {output}")
+        sys.exit(EXIT_INTERRUPTED)
+    for line in res["log"]:
+        _err(line)
+    _err(f"{res['samples']} samples, {res['rows']:,} rows, {res['counter_resets']} counter resets, "
+         f"{res['ports_vanished']} ports vanished -> {output}")
+# ---- end RDMA NIC port counters ----
 
 
 @main.command("make-sample", hidden=True)

@@ -103,20 +103,27 @@ class Capture:
         self.proc = None
 
     def __enter__(self):
+        # bufsize=0: stderr is a raw pipe, so readline() takes exactly the first line. A buffered text pipe may
+        # read the lines after it too, and communicate(timeout=...) reads the descriptor directly: those
+        # lines would be lost (seen: the "priority 1 taken" note, printed right after the first line).
         self.proc = subprocess.Popen(self.cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     text=True)
+                                     bufsize=0)
         # the first stderr line is printed once the programs are attached
-        self.first_line = self.proc.stderr.readline().strip()
+        self.first_line = self.proc.stderr.readline().decode(errors="replace").strip()
         if not self.first_line.startswith("Capturing on"):
-            out, err = self.proc.communicate(timeout=30)
+            out, err = self._communicate(30)
             raise AssertionError(f"capture did not start: {self.first_line}\n{err}\n{out}")
         return self
+
+    def _communicate(self, timeout):
+        out, err = self.proc.communicate(timeout=timeout)
+        return out.decode(errors="replace"), err.decode(errors="replace")
 
     def stop(self, sig=signal.SIGINT, timeout=60):
         import json
         time.sleep(0.3)  # let the last packets' records reach the ring
         self.proc.send_signal(sig)
-        out, err = self.proc.communicate(timeout=timeout)
+        out, err = self._communicate(timeout)
         self.stderr = err
         assert self.proc.returncode == 0, f"capture exited {self.proc.returncode}: {err}"
         return json.loads(out)
