@@ -74,8 +74,12 @@ def _masked(values: np.ndarray, valid: np.ndarray, typ: pa.DataType) -> pa.Array
     return pa.array(values, type=typ, mask=~valid)
 
 
-def build_batch(recs: np.ndarray, schema: pa.Schema, observer: str, seed: int = 0) -> pa.RecordBatch:
-    """One record batch from an array of _flowtable.FLOWREC_DTYPE, column by column."""
+def build_batch(recs: np.ndarray, schema: pa.Schema, observer: str, seed: int = 0,
+                roce_recs: np.ndarray | None = None) -> pa.RecordBatch:
+    """One record batch from an array of _flowtable.FLOWREC_DTYPE, column by column; roce_recs are the RoCE
+    parts of its RoCE records (_flowtable.ROCE_OUT_DTYPE, FlowTable.taken_roce after take())."""
+    if roce_recs is None:
+        roce_recs = np.empty(0, dtype=_flowtable.ROCE_OUT_DTYPE)
     n = len(recs)
     (so, sd), (do, dd), (co, cd) = _flowtable.text_columns(recs, seed)
     start = recs["start_ns"].astype(np.int64)
@@ -121,7 +125,7 @@ def build_batch(recs: np.ndarray, schema: pa.Schema, observer: str, seed: int = 
         "interface": pa.array(recs["iface"], pa.uint16()),
         "app_proto": pa.nulls(n, pa.string()),
     }
-    cols.update(roce_columns.build(recs))   # RoCE meter columns (issue 4)
+    cols.update(roce_columns.build(recs, roce_recs))   # RoCE meter columns (issue 4)
     return pa.RecordBatch.from_arrays([cols[name] for name in COLUMN_NAMES], schema=schema)
 
 
@@ -143,7 +147,9 @@ class Engine:
         self.schema = flow_schema(metadata)
 
     def _batch(self) -> pa.RecordBatch:
-        return build_batch(self.table.take(), self.schema, self.observer, self.config.community_id_seed)
+        recs = self.table.take()
+        return build_batch(recs, self.schema, self.observer, self.config.community_id_seed,
+                           self.table.taken_roce)
 
     def add(self, records: np.ndarray, data: np.ndarray | None = None) -> Iterator[pa.RecordBatch]:
         """Meter a batch of per-packet records; yields a flow-record batch each time batch_rows are ready.

@@ -39,21 +39,22 @@ def _measure(values: np.ndarray, valid: np.ndarray) -> pa.Array:
     return pa.array(values.astype(np.int64), type=pa.int64(), mask=~valid)
 
 
-def _hist(recs: np.ndarray, prefix: str, valid: np.ndarray) -> pa.Array:
+def _hist(sub: np.ndarray, roce_row: np.ndarray, prefix: str, valid: np.ndarray) -> pa.Array:
     """The struct<first_bucket, counts, collapsed> column from the raw sketches (80 16-bit counts, base
     bucket, halvings): counts scaled back by the halvings, zero buckets at both ends left out; null where
     there is no sample. Only the rows with samples are expanded (most flows of a mixed capture have none)."""
-    n = len(recs)
+    n = len(valid)
     rows = np.flatnonzero(valid)
+    srows = roce_row[rows]   # where those records' RoCE parts are in sub
     if len(rows) == 0:   # children stay valid (Parquet: non-nullable fields), the struct is null
         return pa.StructArray.from_arrays(
             [pa.array(np.zeros(n, np.int16), pa.int16()),
              pa.ListArray.from_arrays(pa.array(np.zeros(n + 1, np.int32)), pa.array([], pa.uint32())),
              pa.array(np.zeros(n, bool), pa.bool_())],
             fields=list(ROCE_HIST_TYPE), mask=pa.array(np.ones(n, bool), pa.bool_()))
-    raw = recs[prefix + "_hist_counts"][rows].reshape(len(rows), -1).astype(np.uint64)
+    raw = sub[prefix + "_hist_counts"][srows].reshape(len(rows), -1).astype(np.uint64)
     width = raw.shape[1]
-    shift = np.minimum(recs[prefix + "_hist_halvings"][rows].astype(np.uint64), 16)
+    shift = np.minimum(sub[prefix + "_hist_halvings"][srows].astype(np.uint64), 16)
     counts = np.minimum(raw << shift[:, None], np.uint64(0xFFFFFFFF)).astype(np.uint32)
     nz = counts > 0
     ok = nz.any(axis=1)
@@ -67,25 +68,28 @@ def _hist(recs: np.ndarray, prefix: str, valid: np.ndarray) -> pa.Array:
     offsets = np.zeros(n + 1, dtype=np.int32)
     np.cumsum(lengths, out=offsets[1:])
     first = np.zeros(n, dtype=np.int16)
-    first[rows] = np.where(ok, recs[prefix + "_hist_base"][rows].astype(np.int64) + lo, 0)
+    first[rows] = np.where(ok, sub[prefix + "_hist_base"][srows].astype(np.int64) + lo, 0)
     has = np.zeros(n, dtype=bool)
     has[rows] = ok
     lists = pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), pa.array(values, pa.uint32()))
     collapsed = np.zeros(n, dtype=bool)
-    collapsed[rows] = recs[prefix + "_hist_collapsed"][rows] != 0
+    collapsed[rows] = sub[prefix + "_hist_collapsed"][srows] != 0
     collapsed = pa.array(collapsed, pa.bool_())
     return pa.StructArray.from_arrays([pa.array(first, pa.int16()), lists, collapsed],
                                       fields=list(ROCE_HIST_TYPE), mask=pa.array(~has, pa.bool_()))
 
 
-def build(recs: np.ndarray) -> dict[str, pa.Array]:
+def build(recs: np.ndarray, roce_recs: np.ndarray) -> dict[str, pa.Array]:
     """Columns of the RoCE meter for a batch of flow records, named as in dpi.schema.
 
     Only the RoCE records are read (gathered once): in a mixed capture most records are other flows, and
     reading ninety fields of every 1.7 KB record column by column cost more than the whole TCP/UDP part."""
     n = len(recs)
-    rows = np.flatnonzero(recs["roce_is_roce"] != 0)
-    sub = recs if len(rows) == n else recs[rows]
+    # roce_recs holds the RoCE parts of the RoCE records only (FlowTable.taken_roce), in record order
+    roce_row = recs["roce_row"]
+    rows = np.flatnonzero(roce_row >= 0)
+    assert len(rows) == len(roce_recs), "RoCE side records do not match the batch"
+    sub = roce_recs
     roce = np.zeros(n, dtype=bool)
     roce[rows] = True
 
@@ -127,7 +131,7 @@ def build(recs: np.ndarray) -> dict[str, pa.Array]:
             if not has.any():
                 for st in ("min_ns", "mean_ns", "max_ns", "p50_ns", "p99_ns"):
                     cols[f"{p}_{st}"] = nulls(pa.int64())
-                cols[p + "_hist"] = _hist(recs, p, has)
+                cols[p + "_hist"] = _hist(sub, roce_row, p, has)
                 continue
             cols[p + "_min_ns"] = _measure(full(sub[p + "_min_ns"]), has)
             mean_ns = np.floor_divide(sub[p + "_sum_ns"], np.maximum(sub[p + "_samples"], 1).astype(np.uint64))
@@ -135,5 +139,5 @@ def build(recs: np.ndarray) -> dict[str, pa.Array]:
             cols[p + "_max_ns"] = _measure(full(sub[p + "_max_ns"]), has)
             cols[p + "_p50_ns"] = _measure(full(sub[p + "_p50_ns"]), has)
             cols[p + "_p99_ns"] = _measure(full(sub[p + "_p99_ns"]), has)
-            cols[p + "_hist"] = _hist(recs, p, has)
+            cols[p + "_hist"] = _hist(sub, roce_row, p, has)
     return cols

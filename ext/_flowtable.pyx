@@ -110,7 +110,7 @@ cdef extern from "ft_flow.h" nogil:
         uint8_t has_icmp
         uint16_t outer_vlan_id
         uint16_t iface
-        ft_roce_meter roce   # RoCE meter (issue 4)
+        ft_roce_meter *roce   # RoCE meter (issue 4): NULL for other flows
 
     struct ft_flowrec:
         uint64_t flow_id
@@ -141,7 +141,7 @@ cdef extern from "ft_flow.h" nogil:
         uint8_t icmp_type
         uint8_t icmp_code
         uint8_t has_icmp
-        ft_roce_out roce     # RoCE meter (issue 4)
+        int32_t roce_row     # RoCE meter (issue 4): row in the side array, -1 for other flows
 
     struct ft_rec_field:
         const char *name
@@ -207,14 +207,6 @@ cdef extern from "ft_roce_pair.h" nogil:
     int ft_roce_cmreq_take(ft_roce_cmreq_tab *t, const uint8_t *rep_src, const uint8_t *rep_dst,
                            const ft_key *key, uint32_t comm_id)
 
-cdef extern from *:
-    """
-    #define FT_ROCE_REC_OFFSET offsetof(struct ft_flowrec, roce)
-    #define FT_ROCE_FLOW_OFFSET offsetof(struct ft_flow, roce)
-    """
-    const size_t FT_ROCE_REC_OFFSET
-    const size_t FT_ROCE_FLOW_OFFSET
-
 # --- end RoCE meter -----------------------------------------------------------------------------------------
 
 
@@ -224,18 +216,25 @@ def _flowrec_dtype():
         names.append(FT_FLOWREC_FIELDS[i].name.decode())
         formats.append(FT_FLOWREC_FIELDS[i].fmt.decode())
         offsets.append(FT_FLOWREC_FIELDS[i].offset)
-    # RoCE meter (issue 4): the ft_roce_out fields (names already roce_*), offset by where it sits
-    for i in range(FT_ROCE_OUT_NFIELDS):
-        names.append(FT_ROCE_OUT_FIELDS[i].name.decode())
-        formats.append(FT_ROCE_OUT_FIELDS[i].fmt.decode())
-        offsets.append(FT_ROCE_REC_OFFSET + FT_ROCE_OUT_FIELDS[i].offset)
     return np.dtype({"names": names, "formats": formats, "offsets": offsets,
                      "itemsize": sizeof(ft_flowrec)})
 
 
+def _roce_out_dtype():
+    """RoCE meter (issue 4): the side records (struct ft_roce_out, names already roce_*)."""
+    names, formats, offsets = [], [], []
+    for i in range(FT_ROCE_OUT_NFIELDS):
+        names.append(FT_ROCE_OUT_FIELDS[i].name.decode())
+        formats.append(FT_ROCE_OUT_FIELDS[i].fmt.decode())
+        offsets.append(FT_ROCE_OUT_FIELDS[i].offset)
+    return np.dtype({"names": names, "formats": formats, "offsets": offsets,
+                     "itemsize": sizeof(ft_roce_out)})
+
+
 FLOWREC_DTYPE = _flowrec_dtype()
+ROCE_OUT_DTYPE = _roce_out_dtype()
 FLOW_STATE_BYTES = sizeof(ft_flow)
-ROCE_METER_BYTES = sizeof(ft_roce_meter)   # RoCE meter (issue 4): part of FLOW_STATE_BYTES
+ROCE_METER_BYTES = sizeof(ft_roce_meter)   # RoCE meter (issue 4): per RoCE flow, beside FLOW_STATE_BYTES
 END_REASONS = {FT_END_IDLE: "idle timeout", FT_END_ACTIVE: "active timeout",
                FT_END_EOF: "end of flow detected", FT_END_FORCED: "forced end",
                FT_END_RESOURCES: "lack of resources"}
@@ -249,6 +248,7 @@ cdef extern from *:
 cdef enum:
     ROCE_UDP_PORT = 4791   # RoCE meter (issue 4)
     PF = 8          # packets per prefetch block
+    ROCE_CHUNK = 1024   # RoCE meters per pool chunk (2 MB), issue 4
     NONE = -1
     TCP_FIN = 0x01
     TCP_SYN = 0x02
@@ -330,6 +330,13 @@ cdef class FlowTable:
     cdef readonly uint64_t now_ns
     cdef uint64_t next_flow_id
     cdef ft_flowrec *out
+    # RoCE meter (issue 4): meter pool in chunks (pointers stay valid as it grows) and side records
+    cdef ft_roce_meter **roce_chunks
+    cdef int32_t roce_nchunks, roce_chunk_cap, roce_chunk_used
+    cdef void *roce_free
+    cdef ft_roce_out *rout
+    cdef int32_t rout_n
+    cdef readonly object taken_roce
     cdef readonly int32_t out_n
     cdef int32_t out_cap
     cdef readonly int32_t batch_rows
@@ -379,11 +386,14 @@ cdef class FlowTable:
         # expiries, which stop at batch_rows; the margin keeps add() from ever overrunning.
         self.out_cap = batch_rows + 8
         self.out = <ft_flowrec *> malloc(self.out_cap * sizeof(ft_flowrec))
+        self.rout = <ft_roce_out *> malloc(self.out_cap * sizeof(ft_roce_out))  # touched only by RoCE records
+        self.taken_roce = np.empty(0, dtype=ROCE_OUT_DTYPE)
         # RoCE meter (issue 4): 334 KiB of pairing tables, zeroed (calloc'd pages cost nothing until used)
         self.roce_alias = <ft_roce_alias_tab *> calloc(1, sizeof(ft_roce_alias_tab))
         self.roce_cand = <ft_roce_cand_tab *> calloc(1, sizeof(ft_roce_cand_tab))
         self.roce_cmreq = <ft_roce_cmreq_tab *> calloc(1, sizeof(ft_roce_cmreq_tab))
-        if self.buckets == NULL or self.flows == NULL or self.out == NULL or self.roce_alias == NULL or \
+        if self.buckets == NULL or self.flows == NULL or self.out == NULL or self.rout == NULL or \
+                self.roce_alias == NULL or \
                 self.roce_cand == NULL or self.roce_cmreq == NULL:
             raise MemoryError()
         memset(self.buckets, 0xff, nb * sizeof(int32_t))
@@ -403,6 +413,10 @@ cdef class FlowTable:
         free(self.flows)
         free(self.buckets)
         free(self.out)
+        free(self.rout)
+        for i in range(self.roce_nchunks):
+            free(self.roce_chunks[i])
+        free(self.roce_chunks)
         free(self.roce_alias)   # RoCE meter (issue 4)
         free(self.roce_cand)
         free(self.roce_cmreq)
@@ -470,6 +484,9 @@ cdef class FlowTable:
         self.lru_unlink(i)
         if f.key.qpn != 0 and f.roce.pairing != FT_ROCE_PAIR_NONE:
             self.roce_unpair(f)   # RoCE meter (issue 4): its alias entries go with it
+        if f.roce != NULL:
+            self.roce_release(f.roce)
+            f.roce = NULL
         f.flow_id = 0  # marks the slot free for rehash()
         f.hnext = self.free_head
         self.free_head = i
@@ -534,6 +551,7 @@ cdef class FlowTable:
         r.icmp_type = f.icmp_type
         r.icmp_code = f.icmp_code
         r.has_icmp = f.has_icmp
+        r.roce_row = -1
         if f.key.qpn != 0:
             self.roce_export(f, r)   # RoCE meter (issue 4)
         self.records_exported += 1
@@ -551,7 +569,7 @@ cdef class FlowTable:
         f.rec_first_ns = ts
         f.rec_last_ns = ts
         if f.key.qpn != 0:
-            ft_roce_period_reset(&f.roce)   # RoCE meter (issue 4)
+            ft_roce_period_reset(f.roce)   # RoCE meter (issue 4)
 
     cdef void expire_idle(self) noexcept nogil:
         """Export flows idle for longer than their timeout, least recently seen first, until the output is
@@ -586,13 +604,19 @@ cdef class FlowTable:
             self.flows_evicted += 1
         if <uint32_t> self.active >= self.nbuckets and self.nbuckets < self.max_buckets:
             self.rehash()
+        cdef ft_roce_meter *rm = NULL
+        if key.qpn != 0:   # RoCE meter (issue 4): initialised by roce_created()
+            rm = self.roce_alloc()
+            if rm == NULL:
+                return NONE
         i = self.slot_alloc()
         if i == NONE:
+            if rm != NULL:
+                self.roce_release(rm)
             return NONE
         f = &self.flows[i]
-        # RoCE meter (issue 4): the 1952-byte meter is initialised by roce_created() for RoCE flows only and
-        # never read for others (every use checks key.qpn), so other flows do not pay for writing it
-        memset(f, 0, FT_ROCE_FLOW_OFFSET)
+        memset(f, 0, sizeof(ft_flow))
+        f.roce = rm
         memcpy(&f.key, key, sizeof(ft_key))
         f.hash = h
         b = h & (self.nbuckets - 1)
@@ -755,7 +779,7 @@ cdef class FlowTable:
             f.icmp_type = p.icmp_type
             f.icmp_code = p.icmp_code
         if key.qpn != 0:
-            ft_roce_update(&f.roce, d, p)   # RoCE meter (issue 4)
+            ft_roce_update(f.roce, d, p)   # RoCE meter (issue 4)
             if p.roce_dqpn == 1 and self.cur_data != NULL:
                 self.roce_cm(p, key, a_first)
 
@@ -792,7 +816,7 @@ cdef class FlowTable:
         """A new RoCE flow: src is the requester (the sender of a request, the receiver of a response or
         CNP), or the active side of a connection RDMA CM set up."""
         cdef ft_roce_alias *a
-        ft_roce_init(&f.roce)
+        ft_roce_init(f.roce)
         if aslot >= 0:
             a = &self.roce_alias.slot[aslot]
             if a.flags & FT_RA_CM:
@@ -818,7 +842,7 @@ cdef class FlowTable:
         t16 = f.tcp_flags[0]
         f.tcp_flags[0] = f.tcp_flags[1]
         f.tcp_flags[1] = t16
-        ft_roce_swap_dirs(&f.roce)
+        ft_roce_swap_dirs(f.roce)
 
     cdef int32_t roce_prepare(self, int32_t i, const ft_pkt *p, const ft_key *key, bint *a_first) noexcept nogil:
         """Before flow i meters RoCE packet p: settle who src is on the first packet that tells, let a flow of
@@ -890,7 +914,7 @@ cdef class FlowTable:
             dmap[dv] = 0 if sender_a == (fs.src_is_a != 0) else 1
             fs.pkts[dmap[dv]] += fv.pkts[dv]
             fs.bytes[dmap[dv]] += fv.bytes[dv]
-        ft_roce_merge(&fs.roce, &fv.roce, dmap)
+        ft_roce_merge(fs.roce, fv.roce, dmap)
         fs.trunc_pkts += fv.trunc_pkts
         fs.frag_pkts += fv.frag_pkts
         if fv.first_ns < fs.first_ns:
@@ -920,12 +944,46 @@ cdef class FlowTable:
         k2.vlan_id = f.roce.partner_vlan
         ft_roce_alias_del(self.roce_alias, &k2, ft_hash_words(&k2, sizeof(ft_key)))
 
+    cdef ft_roce_meter *roce_alloc(self) noexcept nogil:
+        """A RoCE meter from the pool (free list, else the current chunk, else a new chunk of ROCE_CHUNK);
+        NULL when memory runs out. Chunks never move, so flows keep plain pointers."""
+        cdef ft_roce_meter *m
+        cdef ft_roce_meter **grown
+        cdef int32_t cap
+        if self.roce_free != NULL:
+            m = <ft_roce_meter *> self.roce_free
+            self.roce_free = (<void **> m)[0]
+            return m
+        if self.roce_nchunks == 0 or self.roce_chunk_used == ROCE_CHUNK:
+            if self.roce_nchunks == self.roce_chunk_cap:
+                cap = self.roce_chunk_cap * 2 if self.roce_chunk_cap else 16
+                grown = <ft_roce_meter **> realloc(self.roce_chunks, cap * sizeof(ft_roce_meter *))
+                if grown == NULL:
+                    return NULL
+                self.roce_chunks = grown
+                self.roce_chunk_cap = cap
+            m = <ft_roce_meter *> malloc(ROCE_CHUNK * sizeof(ft_roce_meter))
+            if m == NULL:
+                return NULL
+            self.roce_chunks[self.roce_nchunks] = m
+            self.roce_nchunks += 1
+            self.roce_chunk_used = 0
+        m = &self.roce_chunks[self.roce_nchunks - 1][self.roce_chunk_used]
+        self.roce_chunk_used += 1
+        return m
+
+    cdef inline void roce_release(self, ft_roce_meter *m) noexcept nogil:
+        (<void **> m)[0] = self.roce_free
+        self.roce_free = m
+
     cdef void roce_export(self, const ft_flow *f, ft_flowrec *r) noexcept nogil:
         """The RoCE part of a record; the ports become the UDP ports actually used: src's source port and
         4791 (or 4791 and dst's source port when src sent nothing), so community_id names a real 5-tuple."""
         cdef bint same_addr = memcmp(f.key.addr_a, f.key.addr_b, 16) == 0
         cdef bint qp_at_b = same_addr or (f.key.qpn & FT_ROCE_KEY_AT_B) != 0
-        ft_roce_export(&f.roce, &r.roce, f.key.qpn, qp_at_b != (f.src_is_a != 0))
+        r.roce_row = self.rout_n
+        ft_roce_export(f.roce, &self.rout[self.rout_n], f.key.qpn, qp_at_b != (f.src_is_a != 0))
+        self.rout_n += 1
         if f.roce.dir[0].st & FT_RD_SPORT:
             r.src_port = f.roce.dir[0].sport
             r.dst_port = ROCE_UDP_PORT
@@ -1059,6 +1117,13 @@ cdef class FlowTable:
         if self.out_n:
             memcpy(cnp.PyArray_DATA(out), self.out, self.out_n * sizeof(ft_flowrec))
         self.out_n = 0
+        # RoCE meter (issue 4): the RoCE parts of these records, row i belonging to the record whose
+        # roce_row is i, wait in taken_roce until the next take()
+        roce = np.empty(self.rout_n, dtype=ROCE_OUT_DTYPE)
+        if self.rout_n:
+            memcpy(cnp.PyArray_DATA(roce), self.rout, self.rout_n * sizeof(ft_roce_out))
+        self.rout_n = 0
+        self.taken_roce = roce
         return out
 
     def counters(self):

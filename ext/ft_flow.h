@@ -74,8 +74,9 @@ struct ft_flow {
     uint8_t _pad[3];
     uint16_t outer_vlan_id;
     uint16_t iface;             /* interface (pcapng) of the first packet */
-    /* ---- RoCE meter (issue 4): FT_ROCE_METER_BYTES, only RoCE flows (key.qpn != 0) use it ---- */
-    struct ft_roce_meter roce;
+    /* ---- RoCE meter (issue 4): only RoCE flows (key.qpn != 0) have one, from a pool of stable chunks;
+     * embedded in every flow, its 1952 bytes made a mixed replay 1.5x slower and doubled its memory ---- */
+    struct ft_roce_meter *roce;
 };
 
 /* One exported flow record, oriented: src = initiator. Arrays of these are turned into Arrow columns. */
@@ -109,8 +110,10 @@ struct ft_flowrec {
     uint8_t icmp_code;
     uint8_t has_icmp;
     uint8_t _pad[4];
-    /* ---- RoCE meter (issue 4): all zero for other flows; numpy names in FT_ROCE_OUT_FIELDS ---- */
-    struct ft_roce_out roce;
+    /* ---- RoCE meter (issue 4): row of this record's struct ft_roce_out in the batch's side array of RoCE
+     * parts, -1 for other flows (a 1512-byte part in every record cost more than the records) ---- */
+    int32_t roce_row;
+    int32_t _pad2;
 };
 
 struct ft_rec_field { const char *name; size_t offset; const char *fmt; };
@@ -127,7 +130,7 @@ static const struct ft_rec_field FT_FLOWREC_FIELDS[] = {
     FT_RFIELD(src_tcp_flags, "<u2"), FT_RFIELD(dst_tcp_flags, "<u2"), FT_RFIELD(iface, "<u2"),
     FT_RFIELD(ip_version, "u1"), FT_RFIELD(proto, "u1"), FT_RFIELD(end_reason, "u1"), FT_RFIELD(tos, "u1"),
     FT_RFIELD(tunnel_type, "u1"), FT_RFIELD(icmp_type, "u1"), FT_RFIELD(icmp_code, "u1"),
-    FT_RFIELD(has_icmp, "u1"),
+    FT_RFIELD(has_icmp, "u1"), FT_RFIELD(roce_row, "<i4"),
 };
 static const int FT_FLOWREC_NFIELDS = sizeof(FT_FLOWREC_FIELDS) / sizeof(FT_FLOWREC_FIELDS[0]);
 

@@ -151,7 +151,7 @@ static inline uint32_t ft_roce_pairkey_hash(const uint8_t *requester, const uint
 static inline int ft_roce_cand_live(const struct ft_roce_cand *c, const struct ft_flow *flows, int32_t nslots)
 {
     return c->flow_id != 0 && c->idx >= 0 && c->idx < nslots && flows[c->idx].flow_id == c->flow_id &&
-           flows[c->idx].roce.pairing == FT_ROCE_PAIR_NONE;
+           flows[c->idx].roce != NULL && flows[c->idx].roce->pairing == FT_ROCE_PAIR_NONE;
 }
 
 /* Adds flow idx (flow_id) as waiting under hash h, reusing empty and stale slots. Returns 0, or -1 when the
@@ -199,13 +199,13 @@ static inline int32_t ft_roce_cand_find(const struct ft_roce_cand_tab *t, const 
         if (memcmp(f->key.addr_a, key->addr_a, 16) != 0 || memcmp(f->key.addr_b, key->addr_b, 16) != 0 ||
             f->key.ip_version != key->ip_version || f->key.tunnel_id != key->tunnel_id ||
             (f->key.qpn == key->qpn && f->key.vlan_id == key->vlan_id) ||
-            f->roce.role != FT_ROCE_ROLE_RESPONDER)
+            f->roce == NULL || f->roce->role != FT_ROCE_ROLE_RESPONDER)
             continue;
         /* its QP must live on p's sender (the responder) */
         if (!same_addr && ((f->key.qpn & FT_ROCE_KEY_AT_B) != 0) == (a_is_src != 0))
             continue;
         dreq = (requester_is_a == (f->src_is_a != 0)) ? 0 : 1;
-        if (!ft_roce_psn_matches(&f->roce, dreq, p))
+        if (!ft_roce_psn_matches(f->roce, dreq, p))
             continue;
         if (f->key.vlan_id != key->vlan_id) {
             other_many |= found_other >= 0;

@@ -302,18 +302,24 @@ def test_random_roce_records_conserve_packets():
     r["tos"] = rng.integers(0, 256, n)
     t = _flowtable.FlowTable(max_flows=64, idle_timeout_ns=2_000_000_000, active_timeout_ns=3_000_000_000,
                              batch_rows=97)
-    out, pos = [], 0
+    out, roce, pos = [], [], 0
+
+    def take():
+        out.append(t.take())
+        roce.append(t.taken_roce)
     while pos < n:
         pos = t.add(r, pos)
-        out.append(t.take())
+        take()
     while t.flush():
-        out.append(t.take())
-    out.append(t.take())
+        take()
+    take()
     recs = np.concatenate(out)
+    roce_recs = np.concatenate(roce)
     c = t.counters()
     assert c["packets_metered"] == n
     assert int(recs["src_packets"].sum() + recs["dst_packets"].sum()) == n
-    assert (recs["roce_is_roce"] == 1).all()
+    assert len(roce_recs) == len(recs) and (recs["roce_row"] >= 0).all()
+    assert (roce_recs["roce_is_roce"] == 1).all()
     assert c["roce"]["pairs_inferred_from_psn"] > 0 and c["flows_evicted"] > 0
 
 
