@@ -19,7 +19,7 @@ from typing import Iterator
 import numpy as np
 import pyarrow as pa
 
-from . import _flowtable
+from . import _flowtable, tcp_columns
 from ._reader import TUNNEL_NAMES
 from .schema import COLUMN_NAMES, flow_schema
 
@@ -120,6 +120,7 @@ def build_batch(recs: np.ndarray, schema: pa.Schema, observer: str, seed: int = 
         "interface": pa.array(recs["iface"], pa.uint16()),
         "app_proto": pa.nulls(n, pa.string()),
     }
+    cols.update(tcp_columns.build(recs))   # TCP meter columns (issue 3)
     return pa.RecordBatch.from_arrays([cols[name] for name in COLUMN_NAMES], schema=schema)
 
 

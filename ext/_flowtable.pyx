@@ -15,6 +15,24 @@ from ft_record cimport ft_pkt, FT_F_L3, FT_F_L4, FT_F_FRAG, FT_F_TRUNC, FT_R__CO
 
 cnp.import_array()
 
+# --- TCP meter (issue 3): ext/ft_tcp.h ---------------------------------------------------------------
+cdef extern from "ft_tcp.h" nogil:
+    struct ft_tcp_meter:
+        pass
+    struct ft_tcp_out:
+        pass
+    struct ft_tcp_field:
+        const char *name
+        size_t offset
+        const char *fmt
+    const ft_tcp_field FT_TCPOUT_FIELDS[]
+    const int FT_TCPOUT_NFIELDS
+    void ft_tcp_init(ft_tcp_meter *m)
+    void ft_tcp_update(ft_tcp_meter *m, const ft_pkt *p, int dir)
+    void ft_tcp_export(const ft_tcp_meter *m, ft_tcp_out *o, int final)
+    void ft_tcp_period_reset(ft_tcp_meter *m)
+# --- end TCP meter ---------------------------------------------------------------------------------------
+
 cdef extern from "ft_flow.h" nogil:
     struct ft_key:
         uint8_t addr_a[16]
@@ -55,6 +73,7 @@ cdef extern from "ft_flow.h" nogil:
         uint8_t has_icmp
         uint16_t outer_vlan_id
         uint16_t iface
+        ft_tcp_meter tcp   # TCP meter (issue 3)
 
     struct ft_flowrec:
         uint64_t flow_id
@@ -85,6 +104,7 @@ cdef extern from "ft_flow.h" nogil:
         uint8_t icmp_type
         uint8_t icmp_code
         uint8_t has_icmp
+        ft_tcp_out tcp     # TCP meter (issue 3)
 
     struct ft_rec_field:
         const char *name
@@ -112,18 +132,31 @@ cdef extern from "ft_util.h" nogil:
     int ft_addr_text(int ip_version, const uint8_t *addr, char *out)
 
 
+cdef extern from *:   # TCP meter (issue 3): where struct ft_tcp_out sits in struct ft_flowrec
+    """
+    #define FT_TCP_REC_OFFSET offsetof(struct ft_flowrec, tcp)
+    """
+    const size_t FT_TCP_REC_OFFSET
+
+
 def _flowrec_dtype():
     names, formats, offsets = [], [], []
     for i in range(FT_FLOWREC_NFIELDS):
         names.append(FT_FLOWREC_FIELDS[i].name.decode())
         formats.append(FT_FLOWREC_FIELDS[i].fmt.decode())
         offsets.append(FT_FLOWREC_FIELDS[i].offset)
+    # TCP meter (issue 3): the ft_tcp_out fields, offset by where it sits in the record
+    for i in range(FT_TCPOUT_NFIELDS):
+        names.append("tcp_" + FT_TCPOUT_FIELDS[i].name.decode())
+        formats.append(FT_TCPOUT_FIELDS[i].fmt.decode())
+        offsets.append(FT_TCP_REC_OFFSET + FT_TCPOUT_FIELDS[i].offset)
     return np.dtype({"names": names, "formats": formats, "offsets": offsets,
                      "itemsize": sizeof(ft_flowrec)})
 
 
 FLOWREC_DTYPE = _flowrec_dtype()
 FLOW_STATE_BYTES = sizeof(ft_flow)
+TCP_METER_BYTES = sizeof(ft_tcp_meter)   # TCP meter (issue 3): part of FLOW_STATE_BYTES
 END_REASONS = {FT_END_IDLE: "idle timeout", FT_END_ACTIVE: "active timeout",
                FT_END_EOF: "end of flow detected", FT_END_FORCED: "forced end",
                FT_END_RESOURCES: "lack of resources"}
@@ -392,6 +425,8 @@ cdef class FlowTable:
         r.icmp_type = f.icmp_type
         r.icmp_code = f.icmp_code
         r.has_icmp = f.has_icmp
+        if f.key.proto == 6:   # TCP meter (issue 3); a record that is not the flow's last keeps open holes
+            ft_tcp_export(&f.tcp, &r.tcp, reason != FT_END_ACTIVE)
         self.records_exported += 1
         self.end_counts[reason] += 1
 
@@ -406,6 +441,7 @@ cdef class FlowTable:
         f.tcp_flags[1] = 0
         f.rec_first_ns = ts
         f.rec_last_ns = ts
+        ft_tcp_period_reset(&f.tcp)   # TCP meter (issue 3)
 
     cdef void expire_idle(self) noexcept nogil:
         """Export flows idle for longer than their timeout, least recently seen first, until the output is
@@ -471,6 +507,7 @@ cdef class FlowTable:
         f.outer_vlan_id = p.outer_vlan_id
         f.iface = p.iface
         f.tos = p.tos
+        ft_tcp_init(&f.tcp)   # TCP meter (issue 3)
         return i
 
     cdef int add_c(self, const ft_pkt *pkts, Py_ssize_t start, Py_ssize_t n) noexcept nogil:
@@ -584,6 +621,7 @@ cdef class FlowTable:
                 f.tcp_state |= FT_TCPS_FIN_SRC if d == 0 else FT_TCPS_FIN_DST
             if p.tcp_flags & TCP_RST:
                 f.tcp_state |= FT_TCPS_RST
+            ft_tcp_update(&f.tcp, p, d)   # TCP meter (issue 3)
         elif (p.proto == 1 or p.proto == 58) and (p.flags & FT_F_L4) and not f.has_icmp and d == 0:
             f.has_icmp = 1
             f.icmp_type = p.icmp_type

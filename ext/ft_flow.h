@@ -10,6 +10,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include "ft_record.h"
+#include "ft_tcp.h"   /* TCP meter (issue 3) */
 
 /* Bidirectional flow key: endpoint A is the lower (address, port) pair, so both directions of a conversation
  * produce the same key. 48 bytes, compared with memcmp: all padding is explicit and zeroed. */
@@ -71,6 +72,7 @@ struct ft_flow {
     uint8_t _pad[3];
     uint16_t outer_vlan_id;
     uint16_t iface;             /* interface (pcapng) of the first packet */
+    struct ft_tcp_meter tcp;    /* TCP meter (ext/ft_tcp.h); zero for other protocols. Keep last. */
 };
 
 /* One exported flow record, oriented: src = initiator. Arrays of these are turned into Arrow columns. */
@@ -104,6 +106,7 @@ struct ft_flowrec {
     uint8_t icmp_code;
     uint8_t has_icmp;
     uint8_t _pad[4];
+    struct ft_tcp_out tcp;      /* TCP meter export (ext/ft_tcp.h); zero for other protocols. Keep last. */
 };
 
 struct ft_rec_field { const char *name; size_t offset; const char *fmt; };

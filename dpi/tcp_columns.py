@@ -1,0 +1,82 @@
+"""Arrow columns of the TCP meter (ext/ft_tcp.h, docs/tcp.md) from an array of _flowtable.FLOWREC_DTYPE.
+
+One function, build(recs) -> {column name: pyarrow.Array}, merged into the batch by dpi.engine.build_batch.
+Every column is built from numpy views in one step (no Python object per flow). Conventions
+(dpi/schema.py): counters are never null and are 0 for non-TCP flows; measurements are null when nothing
+was measured (no sample, no handshake, or not TCP).
+"""
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+
+from .schema import TCP_HIST_TYPE
+
+# counters per direction: record field suffix (after tcp_src_/tcp_dst_) -> Arrow type
+_COUNTERS = (
+    ("retrans_packets", pa.uint32()), ("retrans_bytes", pa.uint64()), ("fast_retrans_packets", pa.uint32()),
+    ("timeout_retrans_packets", pa.uint32()), ("spurious_retrans_packets", pa.uint32()),
+    ("syn_retrans_packets", pa.uint32()), ("out_of_order_packets", pa.uint32()),
+    ("upstream_retrans_packets", pa.uint32()), ("seq_gaps", pa.uint32()), ("seq_gaps_unfilled", pa.uint32()),
+    ("dup_acks", pa.uint32()), ("sack_blocks", pa.uint32()), ("zero_window_events", pa.uint32()),
+    ("zero_window_probes", pa.uint32()), ("window_full_packets", pa.uint32()), ("rst_handshake", pa.uint32()),
+    ("rst_established", pa.uint32()), ("keepalive_packets", pa.uint32()),
+)
+_RTT_STATS = ("min_ns", "mean_ns", "max_ns", "p50_ns", "p90_ns", "p99_ns")
+_TS_STATS = ("min_ns", "mean_ns", "max_ns")
+
+# handshake validity bits (FT_TH_S_* in ext/ft_tcp.h)
+_HS_TOTAL, _HS_SERVER, _HS_CLIENT = 0x08, 0x10, 0x20
+
+
+def _measure(values: np.ndarray, valid: np.ndarray) -> pa.Array:
+    return pa.array(values.astype(np.int64), type=pa.int64(), mask=~valid)
+
+
+def _hist(recs: np.ndarray, prefix: str, valid: np.ndarray) -> pa.Array:
+    """The struct<first_bucket, counts, collapsed> column from the fixed-size count arrays, trimmed to each
+    row's length; null where there is no sample."""
+    n = len(recs)
+    lengths = np.where(valid, recs[prefix + "_len"], 0).astype(np.int32)
+    counts = recs[prefix]                                   # (n, FT_TCP_HB) uint32
+    width = counts.shape[1] if counts.ndim == 2 else 0
+    keep = np.arange(width, dtype=np.int32)[None, :] < lengths[:, None]
+    values = np.ascontiguousarray(counts[keep], dtype=np.uint32)   # row-major: rows stay in order
+    offsets = np.zeros(n + 1, dtype=np.int32)
+    np.cumsum(lengths, out=offsets[1:])
+    lists = pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), pa.array(values, pa.uint32()))
+    first = pa.array(recs[prefix + "_first"].astype(np.int16), pa.int16())
+    collapsed = pa.array(recs[prefix + "_collapsed"].astype(bool), pa.bool_())
+    return pa.StructArray.from_arrays([first, lists, collapsed], fields=list(TCP_HIST_TYPE),
+                                      mask=pa.array(~valid, pa.bool_()))
+
+
+def build(recs: np.ndarray) -> dict[str, pa.Array]:
+    """Columns of the TCP meter for a batch of flow records, named as in dpi.schema."""
+    cols: dict[str, pa.Array] = {}
+    for x in ("src", "dst"):
+        f = f"tcp_{x}_"
+        for name, typ in _COUNTERS:
+            cols[f"{x}_tcp_{name}"] = pa.array(recs[f + name], typ)
+        n_rtt = recs[f + "rtt_samples"]
+        has = n_rtt > 0
+        cols[f"{x}_tcp_rtt_samples"] = pa.array(n_rtt, pa.uint32())
+        for st in _RTT_STATS:
+            cols[f"{x}_tcp_rtt_{st}"] = _measure(recs[f + "rtt_" + st], has)
+        cols[f"{x}_tcp_rtt_hist"] = _hist(recs, f + "rtt_hist", has)
+        n_ts = recs[f + "ts_rtt_samples"]
+        has_ts = n_ts > 0
+        cols[f"{x}_tcp_ts_rtt_samples"] = pa.array(n_ts, pa.uint32())
+        for st in _TS_STATS:
+            cols[f"{x}_tcp_ts_rtt_{st}"] = _measure(recs[f + "ts_rtt_" + st], has_ts)
+    hs = recs["tcp_hs_valid"]
+    cols["tcp_handshake_rtt_ns"] = _measure(recs["tcp_hs_total_ns"], (hs & _HS_TOTAL) != 0)
+    cols["tcp_handshake_server_ns"] = _measure(recs["tcp_hs_server_ns"], (hs & _HS_SERVER) != 0)
+    cols["tcp_handshake_client_ns"] = _measure(recs["tcp_hs_client_ns"], (hs & _HS_CLIENT) != 0)
+    n_art = recs["tcp_art_samples"]
+    has_art = n_art > 0
+    cols["tcp_art_samples"] = pa.array(n_art, pa.uint32())
+    for st in ("min_ns", "mean_ns", "max_ns", "p50_ns", "p99_ns"):
+        cols[f"tcp_art_{st}"] = _measure(recs["tcp_art_" + st], has_art)
+    cols["tcp_art_hist"] = _hist(recs, "tcp_art_hist", has_art)
+    return cols
