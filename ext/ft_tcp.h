@@ -252,6 +252,23 @@ static inline void ft_tcp_hist_add(struct ft_tcp_hist *h, const struct ft_tcp_st
             h->collapsed = 1;
         h->base = (int16_t)(h->base + shift);
     }
+    if (k < h->base) {
+        /* slide down as far as the empty top buckets allow, so that only a range wider than the window
+         * collapses */
+        int top = -1, need = h->base - k, room;
+        for (i = 0; i < FT_TCP_HB; i++)
+            if (h->count[i])
+                top = i;
+        room = FT_TCP_HB - 1 - top;
+        shift = need < room ? need : room;
+        if (h->base - shift < 0)
+            shift = h->base;
+        if (shift > 0) {
+            for (i = FT_TCP_HB - 1; i >= 0; i--)
+                h->count[i] = i >= shift ? h->count[i - shift] : 0;
+            h->base = (int16_t)(h->base - shift);
+        }
+    }
     i = k - h->base;
     if (i < 0) {
         i = 0;
