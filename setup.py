@@ -38,11 +38,27 @@ extensions = [
     Extension("dpi._flowtable", ["ext/_flowtable.pyx"], **common),
 ]
 
+# Cython only regenerates a .c file when its .pyx changed, so switching between the debug and the release
+# build must force it: the mode of the last generation is remembered next to the generated files.
+_mode_file = os.path.join("ext", ".build-mode")
+_mode = "debug" if DEBUG else "release"
+try:
+    with open(_mode_file) as f:
+        _mode_changed = f.read().strip() != _mode
+except OSError:
+    _mode_changed = True
+
 setup(
     ext_modules=cythonize(
         extensions,
         compiler_directives=directives,
         include_path=["ext"],
-        force=DEBUG,
+        force=_mode_changed,
     ),
 )
+
+try:
+    with open(_mode_file, "w") as f:
+        f.write(_mode + "\n")
+except OSError:
+    pass

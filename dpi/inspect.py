@@ -40,7 +40,7 @@ def _read(path: str, fmt: str) -> tuple[pa.Table, dict, int]:
         if fmt == "ipc_file":
             r = pa.ipc.open_file(src)
             for i in range(r.num_record_batches):
-                b, meta = r.get_record_batch_with_custom_metadata(i)
+                b, meta = r.get_batch_with_custom_metadata(i)
                 batches.append(b)
                 if meta is not None and b"flowtap.counters" in meta:
                     counters = json.loads(meta[b"flowtap.counters"])
@@ -86,6 +86,8 @@ def inspect_file(path: str, top: int = 10) -> dict:
 
 
 def format_info(info: dict) -> str:
+    from .replay import PROTO_NAMES, endpoint
+
     fmt_name = {"parquet": "Parquet", "ipc_file": "Arrow IPC file", "ipc_stream": "Arrow IPC stream"}
     md = info["metadata"]
     lines = [
@@ -119,6 +121,6 @@ def format_info(info: dict) -> str:
         lines.append(f"  {'bytes':>14} {'packets':>10}  flow")
         for r in info["top_flows"]:
             lines.append(f"  {r['bytes']:>14,} {r['src_packets'] + r['dst_packets']:>10,}  "
-                         f"#{r['flow_id']} {r['src_ip']}:{r['src_port']} -> {r['dst_ip']}:{r['dst_port']} "
-                         f"proto {r['protocol']}")
+                         f"#{r['flow_id']} {endpoint(r['src_ip'], r['src_port'])} -> "
+                         f"{endpoint(r['dst_ip'], r['dst_port'])} {PROTO_NAMES.get(r['protocol'], r['protocol'])}")
     return "\n".join(lines)

@@ -15,7 +15,6 @@ from typing import Callable
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from . import __version__
 from ._reader import RECORD_VERSION
@@ -58,44 +57,79 @@ class ReplayResult:
     hosts_capped: bool = False
 
 
+PROTO_NAMES = {1: "icmp", 6: "tcp", 17: "udp", 47: "gre", 50: "esp", 58: "icmpv6", 132: "sctp"}
+
+
+def endpoint(ip: str, port: int) -> str:
+    """addr:port, with IPv6 addresses in brackets (RFC 5952 section 6)."""
+    return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
+
+
 class _Summary:
-    """Running top-N over the written batches: bounded memory whatever the number of flows."""
+    """Running top flows and top talkers over the written batches.
+
+    Top flows: the n largest of each batch, merged in a heap. Top talkers: exact byte sums per host,
+    aggregated in Arrow (dictionary encoding + bincount, no Python object per flow) and re-aggregated
+    whenever the pending partial sums exceed PENDING_MAX rows, so memory follows the number of distinct
+    hosts, which is capped at TOP_HOSTS_CAP (hosts beyond it are dropped from the ranking and counted).
+    """
+
+    PENDING_MAX = 1 << 20
 
     def __init__(self, n: int = 5):
         self.n = n
         self.flows: list[tuple] = []
-        self.hosts: dict[str, int] = {}
+        self.hosts: list[pa.Array] = []
+        self.sums: list[np.ndarray] = []
+        self.pending = 0
         self.capped = False
 
     def add(self, b: pa.RecordBatch) -> None:
         if b.num_rows == 0:
             return
-        tot = pc.add(b.column("src_bytes"), b.column("dst_bytes"))
+        tot = b.column("src_bytes").to_numpy() + b.column("dst_bytes").to_numpy()
         k = min(self.n, b.num_rows)
-        idx = np.argpartition(-tot.to_numpy(), k - 1)[:k] if b.num_rows > k else np.arange(b.num_rows)
-        sub = b.take(pa.array(idx))
+        idx = np.argpartition(-tot.astype(np.int64), k - 1)[:k] if b.num_rows > k else np.arange(b.num_rows)
+        # only the columns shown: to_pylist() of a ns timestamp needs pandas
+        sub = b.select(["src_ip", "src_port", "dst_ip", "dst_port", "protocol", "src_bytes", "dst_bytes",
+                        "src_packets", "dst_packets"]).take(pa.array(idx))
         for row in sub.to_pylist():
-            label = (f"{row['src_ip']}:{row['src_port']} -> {row['dst_ip']}:{row['dst_port']} "
-                     f"proto {row['protocol']}")
+            label = (f"{endpoint(row['src_ip'], row['src_port'])} -> "
+                     f"{endpoint(row['dst_ip'], row['dst_port'])} {PROTO_NAMES.get(row['protocol'], row['protocol'])}")
             item = (row["src_bytes"] + row["dst_bytes"], row["src_packets"] + row["dst_packets"], label)
             heapq.heappush(self.flows, item)
             if len(self.flows) > self.n:
                 heapq.heappop(self.flows)
-        t = pa.table({"h": pa.concat_arrays([b.column("src_ip"), b.column("dst_ip")]),
-                      "v": pa.concat_arrays([tot, tot])})
-        g = t.group_by("h").aggregate([("v", "sum")])
-        for h, v in zip(g.column("h").to_pylist(), g.column("v_sum").to_pylist()):
-            if h in self.hosts:
-                self.hosts[h] += v
-            elif len(self.hosts) < TOP_HOSTS_CAP:
-                self.hosts[h] = v
-            else:
-                self.capped = True
+        self.hosts += [b.column("src_ip"), b.column("dst_ip")]
+        self.sums += [tot, tot]
+        self.pending += 2 * b.num_rows
+        if self.pending > self.PENDING_MAX:
+            self._reduce()
+
+    def _reduce(self) -> None:
+        if not self.hosts:
+            return
+        # the Array method, not pyarrow.compute: importing that module costs 70 ms of signatures
+        enc = pa.concat_arrays(self.hosts).dictionary_encode()
+        sums = np.bincount(enc.indices.to_numpy(), weights=np.concatenate(self.sums),
+                           minlength=len(enc.dictionary))
+        hosts = enc.dictionary
+        if len(hosts) > TOP_HOSTS_CAP:
+            keep = np.argpartition(-sums, TOP_HOSTS_CAP - 1)[:TOP_HOSTS_CAP]
+            hosts, sums = hosts.take(pa.array(keep)), sums[keep]
+            self.capped = True
+        self.hosts, self.sums, self.pending = [hosts], [sums], len(hosts)
 
     def result(self):
+        self._reduce()
         flows = sorted(self.flows, reverse=True)
-        hosts = heapq.nlargest(self.n, ((v, h) for h, v in self.hosts.items()))
-        return flows, hosts
+        if not self.hosts:
+            return flows, []
+        sums = self.sums[0]
+        k = min(self.n, len(sums))
+        top = sorted(np.argpartition(-sums, k - 1)[:k], key=lambda i: (-sums[i], i))
+        names = self.hosts[0].take(pa.array(top)).to_pylist()
+        return flows, [(int(sums[i]), h) for i, h in zip(top, names)]
 
 
 def replay(paths: list[str], output: str, config: EngineConfig | None = None, fmt: str | None = None,

@@ -60,6 +60,7 @@ def parse_frame(const uint8_t[::1] frame not None, unsigned int linktype=1, wire
 # Capture reader: pcap / pcapng files (plain, gzip, zstd) -> batches of struct ft_pkt
 # ---------------------------------------------------------------------------------------------------------
 import mmap as _mmap
+import stat as _stat
 import os as _os
 import zlib as _zlib
 
@@ -192,6 +193,9 @@ class _ZstdFrameWalker:
                     self._state = "magic"
 
 
+RELEASE_STEP = 16 << 20  # bytes of a mapped capture released at a time once read
+
+
 cdef class CaptureReader:
     """Reads one capture file (classic pcap or pcapng; plain, gzip or zstd) in batches of packet records.
 
@@ -218,6 +222,7 @@ cdef class CaptureReader:
     cdef readonly Py_ssize_t chunk_size
     cdef object _fh
     cdef object _mm
+    cdef size_t _released
     cdef object _zstd
     cdef object _zstd_frames
     cdef object _zdec
@@ -231,6 +236,7 @@ cdef class CaptureReader:
     cdef size_t _pos
     cdef size_t _cap
     cdef bint _stream
+    cdef bint _pipe    # not a regular file: yield what has arrived before blocking for more
     cdef bint _eof
     cdef bint _done
     cdef bint _compact_pending
@@ -259,7 +265,11 @@ cdef class CaptureReader:
         self._out = <ft_pkt *> cnp.PyArray_DATA(self._pkts)
         self._fh = open(path, "rb")
         try:
-            self.total_bytes = _os.fstat(self._fh.fileno()).st_size
+            st = _os.fstat(self._fh.fileno())
+            # pipes, FIFOs and character devices have no size and cannot be mapped: read them as streams
+            regular = _stat.S_ISREG(st.st_mode)
+            self.total_bytes = st.st_size if regular else 0
+            self._pipe = not regular
             head = self._fh.peek(4)[:4]
             if head[:2] == b"\x1f\x8b":
                 self.compression = "gzip"
@@ -273,7 +283,7 @@ cdef class CaptureReader:
                     self._zstd_frames, read_size=_IN_CHUNK, read_across_frames=True, closefd=False)
             else:
                 self.compression = "none"
-                if use_mmap and self.total_bytes > 0:
+                if use_mmap and regular and self.total_bytes > 0:
                     try:
                         self._mm = _mmap.mmap(self._fh.fileno(), 0, access=_mmap.ACCESS_READ)
                     except (OSError, ValueError):
@@ -283,7 +293,7 @@ cdef class CaptureReader:
                         self._mm.madvise(_mmap.MADV_SEQUENTIAL)
                     self._data = np.frombuffer(self._mm, dtype=np.uint8)
                     self._len = self._data.shape[0]
-                elif self.total_bytes == 0 and use_mmap:
+                elif regular and self.total_bytes == 0 and use_mmap:
                     self._data = np.zeros(0, dtype=np.uint8)
                     self._len = 0
             if self._data is None:
@@ -383,6 +393,13 @@ cdef class CaptureReader:
             raise StopIteration
         if self._compact_pending:
             self._compact()
+        if self._mm is not None and self._pos >= self._released + RELEASE_STEP:
+            # The previous batch is done with: give the mapped pages behind the read position back, so
+            # that a multi-GB capture does not show up whole in the resident set (it stays in page cache).
+            upto = (self._pos // _mmap.PAGESIZE) * _mmap.PAGESIZE
+            if hasattr(self._mm, "madvise"):
+                self._mm.madvise(_mmap.MADV_DONTNEED, self._released, upto - self._released)
+            self._released = upto
         while True:
             want = <uint32_t> (self.batch_size - n)
             with nogil:
@@ -396,7 +413,7 @@ cdef class CaptureReader:
             elif st == FT_RD_MORE:
                 # pending records point into the buffer: append behind them while there is room,
                 # else hand them out first and move the incomplete record to the front next time
-                if n > 0 and self._cap - self._len < <size_t> self.chunk_size:
+                if n > 0 and (self._pipe or self._cap - self._len < <size_t> self.chunk_size):
                     self._compact_pending = True
                     break
                 if n == 0:
@@ -462,7 +479,15 @@ cdef class CaptureReader:
                 if k == 0 and not self._zstd_frames.complete():
                     self._stream_error = "zstd stream truncated (the input ends inside a frame)"
             else:
-                k = self._fh.readinto(view) or 0
+                if self._pipe:
+                    # a pipe gives what it has, so that packets already written reach the engine without
+                    # waiting for a full chunk: read1 returns buffered bytes without another read, where
+                    # readinto1 would block in a second read (CPython, large destination buffers)
+                    got = self._fh.read1(room)
+                    k = len(got)
+                    view[:k] = got
+                else:
+                    k = self._fh.readinto(view) or 0
         except Exception as e:  # zlib.error, zstandard.ZstdError, OSError
             self._stream_error = f"{self.compression} decompression failed: {e}"
             k = 0

@@ -706,14 +706,18 @@ TSHARK_FILES = [
 
 
 def tshark_rows(path):
-    """(ts_ns, frame.len, frame.cap_len, interface id, direction) per packet, from tshark."""
+    """(ts_ns, frame.len, frame.cap_len, interface id, direction) per packet, from tshark. Direction comes
+    from pcapng's epb_flags or, for Linux cooked captures, from the SLL packet type (4 = outgoing, 0-3 =
+    received), which the parser reads."""
     out = subprocess.run(["tshark", "-r", str(path), "-T", "fields", "-e", "frame.time_epoch",
                           "-e", "frame.len", "-e", "frame.cap_len", "-e", "frame.interface_id",
-                          "-e", "frame.packet_flags_direction"],
+                          "-e", "frame.packet_flags_direction", "-e", "sll.pkttype"],
                          capture_output=True, text=True, timeout=300).stdout
     rows = []
     for line in out.splitlines():
-        t, wire, cap, ifid, direction = line.split("\t")
+        t, wire, cap, ifid, direction, sll_type = line.split("\t")
+        if not direction and sll_type:
+            direction = "2" if int(sll_type) == 4 else "1"
         sec, _, frac = t.partition(".")
         rows.append((int(sec) * NS + int(frac.ljust(9, "0")[:9]), int(wire), int(cap), int(ifid or 0),
                      int(direction or "0", 0)))

@@ -132,10 +132,11 @@ def test_output_opens_in_polars_and_duckdb_with_documented_types(capture, tmp_pa
     assert df.height == 3
     assert df.schema["flow_start"] == polars.Datetime("ns", "UTC")
     assert df.schema["src_bytes"] == polars.UInt64 and df.schema["src_ip"] == polars.String
-    total = duckdb.sql(f"select sum(src_bytes + dst_bytes) from '{out}'").fetchone()[0]
+    con = duckdb.connect()
+    total = con.execute(f"select sum(src_bytes + dst_bytes) from '{out}'").fetchall()[0][0]
     assert total == sum(v[2] + v[3] for v in exp.values())
-    types = {r[0]: r[1] for r in duckdb.sql(f"describe select * from '{out}'").fetchall()}
-    assert types["flow_start"].startswith("TIMESTAMP") and "TIME ZONE" in types["flow_start"]
+    types = {r[0]: r[1] for r in con.execute(f"describe select * from '{out}'").fetchall()}
+    assert types["flow_start"] in ("TIMESTAMPTZ_NS", "TIMESTAMP_NS WITH TIME ZONE", "TIMESTAMP WITH TIME ZONE")
     assert types["src_port"] == "USMALLINT" and types["flow_id"] == "UBIGINT"
     ipc = tmp_path / "flows.arrow"
     run("replay", pcap, "-o", ipc)
@@ -218,17 +219,21 @@ def test_missing_input_and_bad_options(tmp_path):
     assert r.returncode == 2
 
 
-def test_inspect_and_json_summary(capture, tmp_path):
+@pytest.mark.parametrize("ext", ["parquet", "arrow", "arrows"])
+def test_inspect_and_json_summary(capture, tmp_path, ext):
     pcap, exp = capture
-    out = tmp_path / "f.arrows"
+    out = tmp_path / f"f.{ext}"
     r = run("replay", pcap, "-o", out, "--json")
     summary = json.loads(r.stdout)
     assert summary["packets"] == 12 and summary["flows"] == 3
     assert summary["counters"]["packets_metered"] == 12
     r = run("inspect", out)
-    assert "3 rows" in r.stdout and "Arrow IPC stream" in r.stdout and "192.0.2.10:40001" in r.stdout
+    kind = {"parquet": "Parquet", "arrow": "Arrow IPC file", "arrows": "Arrow IPC stream"}[ext]
+    assert "3 rows" in r.stdout and kind in r.stdout and "192.0.2.10:40001" in r.stdout
     info = json.loads(run("inspect", out, "--json").stdout)
     assert info["rows"] == 3 and info["counters"]["flows_created"] == 3
+    from dpi.writer import read_counters
+    assert read_counters(str(out))["packets_seen"] == 12
 
 
 def test_stdout_stream(capture, tmp_path):
@@ -249,3 +254,32 @@ def test_max_flows_evictions_reach_the_output(capture, tmp_path):
     assert 5 in t.column("flow_end_reason").to_pylist()
     md = json.loads(pq.ParquetFile(out).metadata.metadata[b"flowtap.counters"])
     assert md["flows_evicted"] >= 2 and "evicted" in r.stdout
+
+
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_interrupt_writes_what_was_read(capture, tmp_path, sig):
+    """A replay stopped by a signal (here while it waits on a pipe that stays open) still writes and seals
+    every flow read so far, and exits 130."""
+    import signal
+    import time
+    pcap, exp = capture
+    fifo = tmp_path / "live.pcap"
+    os.mkfifo(fifo)
+    out = tmp_path / "f.parquet"
+    proc = subprocess.Popen(FLOWTAP + ["replay", str(fifo), "-o", str(out)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[1])
+    with open(fifo, "wb") as w:
+        w.write(pcap.read_bytes())
+        w.flush()
+        time.sleep(1.5)  # the replay has read everything and waits for more
+        proc.send_signal(getattr(signal, sig))
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    assert "interrupted" in err and "Traceback" not in err
+    assert flows_of(pq.read_table(out)) == exp
+
+
+def test_progress_on_stderr(capture, tmp_path):
+    pcap, _ = capture
+    r = run("replay", pcap, "-o", tmp_path / "f.parquet", "--progress")
+    assert "conv.pcap" in r.stderr and "active flows" in r.stderr
