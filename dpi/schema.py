@@ -129,18 +129,18 @@ COLUMNS: tuple[Column, ...] = (
 
 
 # ---- TCP meter columns (issue 3; definitions in docs/tcp.md, computed in ext/ft_tcp.h) -------------------
-TCP_HIST_TYPE = pa.struct([pa.field("first_bucket", pa.int16(), nullable=False),
+TCP_HIST_TYPE = pa.struct([pa.field("first_octave", pa.int16(), nullable=False),
                            pa.field("counts", pa.list_(pa.uint32()), nullable=False),
                            pa.field("collapsed", pa.bool_(), nullable=False)])
 TCP_HIST_LAYOUT = (
-    "log-bucketed, 8 buckets per octave: counts[i] is the number of samples x (ns) in global bucket "
-    "k = first_bucket + i, 2^(k/8) <= x < 2^((k+1)/8) (bucket 0 also holds 0 and 1 ns); buckets before the "
-    "first and after the last non-zero one are left out. The meter keeps a window of 80 buckets (1024x) "
-    "that slides up with the largest sample; collapsed = true means smaller samples were folded into the "
-    "first bucket. Counts are exact until one bucket passes 65,535 samples, after which they are halved "
-    "and scaled back (relative counts within 1/32768)."
+    "log2 (octave) buckets: counts[i] is the number of samples x (ns) with 2^(first_octave+i) <= x < "
+    "2^(first_octave+i+1) (octave 0 also holds 0 ns); octaves before the first and after the last non-empty "
+    "one are left out. The meter's sketch behind it has 8 buckets per octave in a window of 10 octaves "
+    "(1024x) that follows the samples; collapsed = true means samples more than 1024x below the largest "
+    "were counted in the first octave. Counts are exact until one sketch bucket passes 65,535 samples, "
+    "after which they are halved and scaled back (relative counts within 1/32768)."
 )
-_HIST_EXTRA = (("bucket_layout", TCP_HIST_LAYOUT), ("buckets_per_octave", "8"), ("bucket_base_ns", "1"))
+_HIST_EXTRA = (("bucket_layout", TCP_HIST_LAYOUT), ("bucket_lower_edge_ns", "2 ** (first_octave + i)"))
 _NOT_TCP = " 0 for non-TCP flows."
 _SIDE = {"src": ("src", "dst"), "dst": ("dst", "src")}
 

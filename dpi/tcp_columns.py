@@ -34,21 +34,25 @@ def _measure(values: np.ndarray, valid: np.ndarray) -> pa.Array:
 
 
 def _hist(recs: np.ndarray, prefix: str, valid: np.ndarray) -> pa.Array:
-    """The struct<first_bucket, counts, collapsed> column from the fixed-size count arrays, trimmed to each
-    row's length; null where there is no sample."""
+    """The struct<first_octave, counts, collapsed> column: each row's counts[0:len]; null where there is no
+    sample. Only rows with samples are gathered (most flows have none)."""
     n = len(recs)
-    lengths = np.where(valid, recs[prefix + "_len"], 0).astype(np.int32)
-    counts = recs[prefix]                                   # (n, FT_TCP_HB) uint32
-    width = counts.shape[1] if counts.ndim == 2 else 0
-    keep = np.arange(width, dtype=np.int32)[None, :] < lengths[:, None]
+    rows = np.flatnonzero(valid)
+    row_len = recs[prefix + "_len"][rows].astype(np.int32)
+    lengths = np.zeros(n, dtype=np.int32)
+    lengths[rows] = row_len
+    counts = recs[prefix][rows]                             # (rows, FT_TCP_HOCT) uint32, gathered
+    keep = np.arange(counts.shape[1], dtype=np.int32)[None, :] < row_len[:, None]
     values = np.ascontiguousarray(counts[keep], dtype=np.uint32)   # row-major: rows stay in order
     offsets = np.zeros(n + 1, dtype=np.int32)
     np.cumsum(lengths, out=offsets[1:])
     lists = pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), pa.array(values, pa.uint32()))
-    first = pa.array(recs[prefix + "_first"].astype(np.int16), pa.int16())
-    collapsed = pa.array(recs[prefix + "_collapsed"].astype(bool), pa.bool_())
-    return pa.StructArray.from_arrays([first, lists, collapsed], fields=list(TCP_HIST_TYPE),
-                                      mask=pa.array(~valid, pa.bool_()))
+    first = np.zeros(n, np.int16)
+    first[rows] = recs[prefix + "_first"][rows]
+    collapsed = np.zeros(n, bool)
+    collapsed[rows] = recs[prefix + "_collapsed"][rows] != 0
+    return pa.StructArray.from_arrays([pa.array(first, pa.int16()), lists, pa.array(collapsed, pa.bool_())],
+                                      fields=list(TCP_HIST_TYPE), mask=pa.array(~valid, pa.bool_()))
 
 
 def build(recs: np.ndarray) -> dict[str, pa.Array]:

@@ -25,6 +25,7 @@
 #define FT_TCP_RING 4    /* data segments timed at once per direction for data-to-ACK RTT: up to 4 samples
                             per round trip, whatever the window */
 #define FT_TCP_HB 80     /* histogram buckets kept per sketch: 10 octaves (a 1024x range) of 8 buckets */
+#define FT_TCP_HOCT 12   /* octaves a record's histogram column can span (the window covers at most 11) */
 #define FT_TCP_HSUB 8    /* buckets per octave: bucket k holds [2^(k/8), 2^((k+1)/8)) ns, so the bucket's
                             representative value is within (2^(1/8)-1)/(2^(1/8)+1) = 4.33 % of any sample */
 #define FT_TCP_OOO_DEFAULT_NS 3000000ULL /* reordering window without a handshake RTT (Wireshark's 3 ms) */
@@ -121,11 +122,12 @@ struct ft_tcp_side {
     uint8_t nholes;
     uint8_t ring_n;      /* timed segments in ring_end/ring_ts, oldest first */
     uint16_t _pad;
+    /* the fields above and ring_end make the 64 bytes every packet touches (ft_tcp_prefetch) */
+    uint32_t ring_end[FT_TCP_RING];
+    uint64_t ring_ts[FT_TCP_RING];
     uint64_t tsv_ts;     /* when tsv_val was first seen */
     uint32_t hole_lo[FT_TCP_HOLES], hole_hi[FT_TCP_HOLES];
     uint64_t hole_ts[FT_TCP_HOLES];  /* when the hole opened */
-    uint32_t ring_end[FT_TCP_RING];
-    uint64_t ring_ts[FT_TCP_RING];
     struct ft_tcp_ctr c;
     struct ft_tcp_stat rtt;        /* data-to-ACK RTT samples on this side's data */
     struct ft_tcp_stat ts_rtt;     /* TSval -> TSecr samples on this side's TSvals */
@@ -135,15 +137,16 @@ struct ft_tcp_side {
 /* Per-flow TCP state, embedded in struct ft_flow. Sequence state persists across active-timeout periods;
  * counters, summaries and sketches restart (ft_tcp_period_reset). */
 struct ft_tcp_meter {
+    /* read by every packet, so first: it shares a cache line with the first side's sequence state */
+    uint8_t hs;            /* FT_TH_S_* */
+    uint8_t hs_out;        /* FT_TH_S_TOTAL/SERVER/CLIENT measured in the current period */
+    uint8_t _pad[6];
     struct ft_tcp_side s[2];
     uint64_t syn_ts;       /* most recent SYN without ACK */
     uint64_t synack_ts;    /* first SYN/ACK after it */
     uint64_t synack_last;  /* most recent SYN/ACK */
     uint64_t req_ts;       /* last new src payload since dst last sent payload */
     uint64_t hs_total_ns, hs_server_ns, hs_client_ns;
-    uint8_t hs;            /* FT_TH_S_* */
-    uint8_t hs_out;        /* FT_TH_S_TOTAL/SERVER/CLIENT measured in the current period */
-    uint8_t _pad[6];
     struct ft_tcp_stat art;
     struct ft_tcp_hist art_h;
 };
@@ -161,11 +164,11 @@ struct ft_tcp_dir_out {
     uint64_t ts_rtt_min_ns, ts_rtt_mean_ns, ts_rtt_max_ns;
     uint32_t rtt_samples;
     uint32_t ts_rtt_samples;
-    int16_t rtt_hist_first;
+    int16_t rtt_hist_first;     /* octave of rtt_hist[0]: 2^first <= x < 2^(first+1) ns */
     uint16_t rtt_hist_len;
     uint8_t rtt_hist_collapsed;
     uint8_t _pad[3];
-    uint32_t rtt_hist[FT_TCP_HB];
+    uint32_t rtt_hist[FT_TCP_HOCT];
 };
 
 struct ft_tcp_out {
@@ -178,7 +181,7 @@ struct ft_tcp_out {
     int16_t art_hist_first;
     uint16_t art_hist_len;
     uint16_t _pad;
-    uint32_t art_hist[FT_TCP_HB];
+    uint32_t art_hist[FT_TCP_HOCT];
 };
 
 /* ---- serial arithmetic (RFC 1982 on 32 bits) ---- */
@@ -228,7 +231,8 @@ static inline double ft_tcp_bucket_value(int k)
     return p * r[k % FT_TCP_HSUB];
 }
 
-/* Adds one sample x (ns) to h. */
+/* Adds one sample x (ns) to h; st is the summary of the samples before this one (st->n == 0: h is stale
+ * from an earlier period and starts afresh). */
 static inline void ft_tcp_hist_add(struct ft_tcp_hist *h, const struct ft_tcp_stat *st, uint64_t x)
 {
     int k = ft_tcp_bucket(x), i, shift;
@@ -293,43 +297,44 @@ static inline void ft_tcp_stat_add(struct ft_tcp_stat *s, uint64_t x)
     s->n++;
 }
 
-/* Returns the estimate of the nearest-rank q-quantile (q = num/den): the representative value of the bucket
- * that holds the sample of rank ceil(q * n), clamped to [min, max]. */
-static inline uint64_t ft_tcp_hist_quantile(const struct ft_tcp_hist *h, const struct ft_tcp_stat *st,
-                                            uint64_t num, uint64_t den)
+/* Fills out[j] with the estimate of the nearest-rank quantile q_j = num[j] / 100 (j < nq <= 3, num
+ * ascending): the representative value of the bucket that holds the sample of rank ceil(q_j * n), clamped
+ * to [min, max]. One pass over the buckets for all of them (export runs once per record). */
+static inline void ft_tcp_hist_quantiles(const struct ft_tcp_hist *h, const struct ft_tcp_stat *st,
+                                         const uint8_t *num, int nq, uint64_t *out)
 {
-    uint64_t total = 0, rank, cum = 0;
-    int i, k = -1;
+    uint64_t total = 0, cum = 0, rank[3];
+    int i, j = 0;
     double v;
     for (i = 0; i < FT_TCP_HB; i++)
         total += h->count[i];
-    if (total == 0)
-        return 0;
-    rank = (total * num + den - 1) / den;
-    if (rank == 0)
-        rank = 1;
-    for (i = 0; i < FT_TCP_HB; i++) {
+    for (i = 0; i < 3; i++) {
+        rank[i] = i < nq ? (total * num[i] + 99) / 100 : 0;
+        if (rank[i] == 0)
+            rank[i] = 1;
+        if (i < nq)
+            out[i] = st->max_ns;
+    }
+    for (i = 0; i < FT_TCP_HB && j < nq; i++) {
         cum += h->count[i];
-        if (cum >= rank) {
-            k = h->base + i;
-            break;
+        while (j < nq && j < 3 && cum >= rank[j]) {
+            v = ft_tcp_bucket_value(h->base + i);
+            out[j] = v <= (double)st->min_ns ? st->min_ns
+                   : v >= (double)st->max_ns ? st->max_ns : (uint64_t)(v + 0.5);
+            j++;
         }
     }
-    if (k < 0)
-        return st->max_ns;
-    v = ft_tcp_bucket_value(k);
-    if (v <= (double)st->min_ns)
-        return st->min_ns;
-    if (v >= (double)st->max_ns)
-        return st->max_ns;
-    return (uint64_t)(v + 0.5);
 }
 
-/* Copies the non-zero span of h into out (counts scaled back by the halvings), sets first/len. */
+/* Sums h into octaves (the compact histogram column): out[i] counts the samples with
+ * 2^(first+i) <= x < 2^(first+i+1) ns, counts scaled back by the halvings (saturating at 2^32-1); first is
+ * the lowest octave with a sample, len the number of octaves up to the highest. The sketch's 8 buckets per
+ * octave line up with octave edges, so the sums are exact. */
 static inline void ft_tcp_hist_export(const struct ft_tcp_hist *h, const struct ft_tcp_stat *st, uint32_t *out,
                                       int16_t *first, uint16_t *len, uint8_t *collapsed)
 {
-    int i, lo = -1, hi = -1;
+    int i, lo = -1, hi = -1, o0, o;
+    uint64_t c;
     *first = 0;
     *len = 0;
     *collapsed = 0;
@@ -344,23 +349,29 @@ static inline void ft_tcp_hist_export(const struct ft_tcp_hist *h, const struct 
     }
     if (lo < 0)
         return;
+    o0 = (h->base + lo) / FT_TCP_HSUB;
     for (i = 0; i < FT_TCP_HB; i++) {
-        if (i + lo <= hi) {
-            uint64_t c = (uint64_t)h->count[i + lo] << (h->halvings > 16 ? 16 : h->halvings);
-            out[i] = c > 0xffffffffu ? 0xffffffffu : (uint32_t)c;
-        }
+        if (i < lo || i > hi || !h->count[i])
+            continue;
+        o = (h->base + i) / FT_TCP_HSUB - o0;
+        if (o < 0 || o >= FT_TCP_HOCT)
+            continue;   /* cannot happen: the window spans at most 11 octaves */
+        c = (uint64_t)out[o] + ((uint64_t)h->count[i] << (h->halvings > 16 ? 16 : h->halvings));
+        out[o] = c > 0xffffffffu ? 0xffffffffu : (uint32_t)c;
     }
-    *first = (int16_t)(h->base + lo);
-    *len = (uint16_t)(hi - lo + 1);
+    *first = (int16_t)o0;
+    *len = (uint16_t)((h->base + hi) / FT_TCP_HSUB - o0 + 1);
     *collapsed = h->collapsed;
 }
 
 /* ---- meter ---- */
 
-/* Zeroes m: every field's zero is its "nothing seen" state. */
+/* Initialises m, which must be zeroed memory (the flow table zeroes every new flow): every field's zero is
+ * its "nothing seen" state, so there is nothing left to set; zeroing 1 KB again per flow cost measurable
+ * replay time. */
 static inline void ft_tcp_init(struct ft_tcp_meter *m)
 {
-    memset(m, 0, sizeof(*m));
+    (void)m;
 }
 
 /* Restarts counters, sample summaries and sketches for a new record period (active timeout). Sequence,
@@ -437,8 +448,8 @@ static inline void ft_tcp_on_ack(struct ft_tcp_meter *m, struct ft_tcp_side *me,
 
     sample = ft_tcp_ring_ack(pe, ack, now, &ok);
     if (ok) {
+        ft_tcp_hist_add(&pe->rtt_h, &pe->rtt, sample);   /* before stat_add: it reads n == 0 as "empty" */
         ft_tcp_stat_add(&pe->rtt, sample);
-        ft_tcp_hist_add(&pe->rtt_h, &pe->rtt, sample);
     }
 
     /* TSecr echoing the TSval being timed, on a segment that acknowledges the timed segment */
@@ -509,6 +520,16 @@ static inline int ft_tcp_fill(struct ft_tcp_side *s, uint32_t lo, uint32_t hi, u
         }
     }
     return inside;
+}
+
+/* Prefetches the cache lines every packet of the flow reads (the flow table calls it with the flow's other
+ * prefetches, before metering a block of packets). */
+static inline void ft_tcp_prefetch(const struct ft_tcp_meter *m)
+{
+    __builtin_prefetch(m);
+    __builtin_prefetch(&m->s[0].ring_end[FT_TCP_RING - 1]);
+    __builtin_prefetch(&m->s[1]);
+    __builtin_prefetch(&m->s[1].ring_end[FT_TCP_RING - 1]);
 }
 
 /* Meters one TCP segment p sent by side dir (0 = src, the initiator; 1 = dst) at its packet time.
@@ -676,8 +697,8 @@ static inline void ft_tcp_update(struct ft_tcp_meter *m, const struct ft_pkt *p,
                 m->hs |= FT_TH_S_ARTREQ;
             } else if (m->hs & FT_TH_S_ARTREQ) {
                 if (now >= m->req_ts) {
-                    ft_tcp_stat_add(&m->art, now - m->req_ts);
                     ft_tcp_hist_add(&m->art_h, &m->art, now - m->req_ts);
+                    ft_tcp_stat_add(&m->art, now - m->req_ts);
                 }
                 m->hs &= (uint8_t)~FT_TH_S_ARTREQ;
             }
@@ -742,9 +763,12 @@ static inline void ft_tcp_export(const struct ft_tcp_meter *m, struct ft_tcp_out
             r->rtt_min_ns = s->rtt.min_ns;
             r->rtt_max_ns = s->rtt.max_ns;
             r->rtt_mean_ns = s->rtt.sum_ns / s->rtt.n;
-            r->rtt_p50_ns = ft_tcp_hist_quantile(&s->rtt_h, &s->rtt, 50, 100);
-            r->rtt_p90_ns = ft_tcp_hist_quantile(&s->rtt_h, &s->rtt, 90, 100);
-            r->rtt_p99_ns = ft_tcp_hist_quantile(&s->rtt_h, &s->rtt, 99, 100);
+            static const uint8_t q3[3] = {50, 90, 99};
+            uint64_t q[3];
+            ft_tcp_hist_quantiles(&s->rtt_h, &s->rtt, q3, 3, q);
+            r->rtt_p50_ns = q[0];
+            r->rtt_p90_ns = q[1];
+            r->rtt_p99_ns = q[2];
         }
         ft_tcp_hist_export(&s->rtt_h, &s->rtt, r->rtt_hist, &r->rtt_hist_first, &r->rtt_hist_len,
                            &r->rtt_hist_collapsed);
@@ -764,8 +788,11 @@ static inline void ft_tcp_export(const struct ft_tcp_meter *m, struct ft_tcp_out
         o->art_min_ns = m->art.min_ns;
         o->art_max_ns = m->art.max_ns;
         o->art_mean_ns = m->art.sum_ns / m->art.n;
-        o->art_p50_ns = ft_tcp_hist_quantile(&m->art_h, &m->art, 50, 100);
-        o->art_p99_ns = ft_tcp_hist_quantile(&m->art_h, &m->art, 99, 100);
+        static const uint8_t q2[2] = {50, 99};
+        uint64_t q[2];
+        ft_tcp_hist_quantiles(&m->art_h, &m->art, q2, 2, q);
+        o->art_p50_ns = q[0];
+        o->art_p99_ns = q[1];
     }
     ft_tcp_hist_export(&m->art_h, &m->art, o->art_hist, &o->art_hist_first, &o->art_hist_len,
                        &o->art_hist_collapsed);
@@ -804,7 +831,7 @@ struct ft_tcp_field { const char *name; size_t offset; const char *fmt; };
     FT_TCPF(pfx "rtt_hist_first", d[i].rtt_hist_first, "<i2"),                                             \
     FT_TCPF(pfx "rtt_hist_len", d[i].rtt_hist_len, "<u2"),                                                 \
     FT_TCPF(pfx "rtt_hist_collapsed", d[i].rtt_hist_collapsed, "u1"),                                      \
-    FT_TCPF(pfx "rtt_hist", d[i].rtt_hist, "(80,)<u4"),                                                     \
+    FT_TCPF(pfx "rtt_hist", d[i].rtt_hist, "(12,)<u4"),                                                     \
     FT_TCPF(pfx "ts_rtt_samples", d[i].ts_rtt_samples, "<u4"),                                             \
     FT_TCPF(pfx "ts_rtt_min_ns", d[i].ts_rtt_min_ns, "<u8"),                                               \
     FT_TCPF(pfx "ts_rtt_mean_ns", d[i].ts_rtt_mean_ns, "<u8"),                                             \
@@ -826,7 +853,7 @@ static const struct ft_tcp_field FT_TCPOUT_FIELDS[] = {
     FT_TCPF("art_hist_first", art_hist_first, "<i2"),
     FT_TCPF("art_hist_len", art_hist_len, "<u2"),
     FT_TCPF("art_hist_collapsed", art_hist_collapsed, "u1"),
-    FT_TCPF("art_hist", art_hist, "(80,)<u4"),
+    FT_TCPF("art_hist", art_hist, "(12,)<u4"),
 };
 static const int FT_TCPOUT_NFIELDS = sizeof(FT_TCPOUT_FIELDS) / sizeof(FT_TCPOUT_FIELDS[0]);
 

@@ -380,10 +380,18 @@ def test_active_timeout_restarts_counters_not_sequence_state():
     cv.c(10_000 * MS + 1 * MS, seq + 100, ack, "PA", 100)
     cv.c(10_000 * MS + 301 * MS, seq + 100, ack, "PA", 100)
     cv.s(10_000 * MS + 310 * MS, ack, seq + 200)
+    cv.s(10_000 * MS + 320 * MS, ack, seq + 200, "PA", 10)     # response: one ART sample in period 2
+    cv.c(10_000 * MS + 327 * MS, seq + 200, ack + 10)          # its ACK: one dst RTT sample, 7 ms
     t_ = meter(cv, active_timeout_s=10.0)
     assert t_.column("record_seq").to_pylist() == [0, 1]
     assert t_.column("src_tcp_retrans_packets").to_pylist() == [1, 1]
     assert t_.column("tcp_handshake_rtt_ns").to_pylist() == [1800 * US, None]
+    # samples and histograms restart with the period: period 2's response and its ACK give the only ones
+    assert t_.column("dst_tcp_rtt_samples").to_pylist() == [0, 1]
+    h = t_.column("dst_tcp_rtt_hist").to_pylist()[1]
+    assert h["counts"] == [1] and h["first_octave"] == (7 * MS).bit_length() - 1
+    assert t_.column("tcp_art_samples").to_pylist() == [0, 1]
+    assert t_.column("tcp_art_hist").to_pylist()[1]["counts"] == [1]
 
 
 def test_non_tcp_flow_has_zero_counters_and_null_measurements():
@@ -406,7 +414,7 @@ def nearest_rank(x: np.ndarray, q: float) -> int:
 def test_percentiles_within_5_percent_and_histogram_layout(seed):
     """2000 request/response exchanges with random delays: the RTT (data to ACK) and the response time of
     each exchange are known exactly; percentiles must be within 5 % of the exact nearest-rank values and
-    the histogram must count every sample in the bucket its layout names."""
+    the histogram must count every sample in the octave its layout names."""
     rng = np.random.default_rng(seed)
     n = 2000
     rtt = np.maximum(1, rng.lognormal(np.log(2 * MS), 0.8, n)).astype(np.int64)
@@ -440,8 +448,8 @@ def test_percentiles_within_5_percent_and_histogram_layout(seed):
             got = r[f"{name}_p{round(q * 100)}_ns"]
             assert abs(got - exact) / exact < 0.05, (name, q, got, exact)
         h = r[f"{name}_hist"]
-        k = np.floor(8 * np.log2(x.astype(np.float64))).astype(int)
-        want = np.bincount(k - h["first_bucket"], minlength=len(h["counts"]))
+        octave = np.array([int(v).bit_length() - 1 for v in x])       # 2^o <= x < 2^(o+1)
+        want = np.bincount(octave - h["first_octave"], minlength=len(h["counts"]))
         assert not h["collapsed"] and want.tolist() == h["counts"]
 
 
