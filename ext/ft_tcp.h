@@ -570,9 +570,14 @@ static inline void ft_tcp_update(struct ft_tcp_meter *m, const struct ft_pkt *p,
             }
         }
     } else if (ackf) {
-        /* Wireshark's tcp.analysis.initial_rtt: first segment with ACK and without SYN (either side) after
-         * a SYN, minus the most recent SYN */
-        if ((m->hs & FT_TH_S_SYN) && !(m->hs & FT_TH_S_TOTAL) && now >= m->syn_ts) {
+        /* handshake RTT (Wireshark's tcp.analysis.initial_rtt): from the most recent SYN to the segment
+         * that answers the other side's last handshake segment: the client's ACK of the SYN/ACK (any
+         * client ACK but a RST when the SYN/ACK was not captured), or, when the server sent no SYN/ACK,
+         * its ACK of the SYN (a refusal). A server RST after its own SYN/ACK answers nothing in time.
+         * tshark 4.0 agrees on each of these cases. */
+        int answers = dir == 0 ? ((pe->st & FT_TS_SYN) ? ft_seq_gt(p->tcp_ack, pe->isn) : !rst)
+                               : !(me->st & FT_TS_SYN) && (pe->st & FT_TS_SYN) && ft_seq_gt(p->tcp_ack, pe->isn);
+        if ((m->hs & FT_TH_S_SYN) && !(m->hs & FT_TH_S_TOTAL) && answers && now >= m->syn_ts) {
             m->hs_total_ns = now - m->syn_ts;
             m->hs |= FT_TH_S_TOTAL;
             m->hs_out |= FT_TH_S_TOTAL;
