@@ -31,7 +31,6 @@ cdef extern from "ft_tcp.h" nogil:
     void ft_tcp_update(ft_tcp_meter *m, const ft_pkt *p, int dir)
     void ft_tcp_export(const ft_tcp_meter *m, ft_tcp_out *o, int final)
     void ft_tcp_period_reset(ft_tcp_meter *m)
-    void ft_tcp_prefetch(const ft_tcp_meter *m)
 # --- end TCP meter ---------------------------------------------------------------------------------------
 
 cdef extern from "ft_flow.h" nogil:
@@ -538,8 +537,6 @@ cdef class FlowTable:
                     i = self.buckets[hs[j] & (self.nbuckets - 1)]
                     if i != NONE:
                         ft_prefetch(&self.flows[i])
-                        if keys[j].proto == 6:
-                            ft_tcp_prefetch(&self.flows[i].tcp)   # TCP meter (issue 3)
             for j in range(m):
                 if self.out_n >= self.batch_rows:
                     return <int> (k + j - start)

@@ -122,7 +122,7 @@ struct ft_tcp_side {
     uint8_t nholes;
     uint8_t ring_n;      /* timed segments in ring_end/ring_ts, oldest first */
     uint16_t _pad;
-    /* the fields above and ring_end make the 64 bytes every packet touches (ft_tcp_prefetch) */
+    /* the fields above and ring_end make the 64 bytes most packets touch */
     uint32_t ring_end[FT_TCP_RING];
     uint64_t ring_ts[FT_TCP_RING];
     uint64_t tsv_ts;     /* when tsv_val was first seen */
@@ -520,16 +520,6 @@ static inline int ft_tcp_fill(struct ft_tcp_side *s, uint32_t lo, uint32_t hi, u
         }
     }
     return inside;
-}
-
-/* Prefetches the cache lines every packet of the flow reads (the flow table calls it with the flow's other
- * prefetches, before metering a block of packets). */
-static inline void ft_tcp_prefetch(const struct ft_tcp_meter *m)
-{
-    __builtin_prefetch(m);
-    __builtin_prefetch(&m->s[0].ring_end[FT_TCP_RING - 1]);
-    __builtin_prefetch(&m->s[1]);
-    __builtin_prefetch(&m->s[1].ring_end[FT_TCP_RING - 1]);
 }
 
 /* Meters one TCP segment p sent by side dir (0 = src, the initiator; 1 = dst) at its packet time.
