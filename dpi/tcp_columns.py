@@ -29,8 +29,20 @@ _TS_STATS = ("min_ns", "mean_ns", "max_ns")
 _HS_TOTAL, _HS_SERVER, _HS_CLIENT = 0x08, 0x10, 0x20
 
 
-def _measure(values: np.ndarray, valid: np.ndarray) -> pa.Array:
-    return pa.array(values.astype(np.int64), type=pa.int64(), mask=~valid)
+def _validity(valid: np.ndarray) -> tuple[pa.Buffer, int]:
+    """Arrow validity bitmap of a boolean mask, built once and shared by the columns it applies to."""
+    return pa.py_buffer(np.packbits(valid, bitorder="little")), int(len(valid) - np.count_nonzero(valid))
+
+
+def _measure(values: np.ndarray, validity: tuple[pa.Buffer, int]) -> pa.Array:
+    """int64 column from a (strided) uint64 field: one contiguous copy, the shared validity bitmap."""
+    data = np.ascontiguousarray(values).view(np.int64)
+    return pa.Array.from_buffers(pa.int64(), len(data), [validity[0], pa.py_buffer(data)], validity[1])
+
+
+def _counter(values: np.ndarray, typ: pa.DataType) -> pa.Array:
+    data = np.ascontiguousarray(values)
+    return pa.Array.from_buffers(typ, len(data), [None, pa.py_buffer(data)], 0)
 
 
 def _hist(recs: np.ndarray, prefix: str, valid: np.ndarray) -> pa.Array:
@@ -61,26 +73,28 @@ def build(recs: np.ndarray) -> dict[str, pa.Array]:
     for x in ("src", "dst"):
         f = f"tcp_{x}_"
         for name, typ in _COUNTERS:
-            cols[f"{x}_tcp_{name}"] = pa.array(recs[f + name], typ)
-        n_rtt = recs[f + "rtt_samples"]
+            cols[f"{x}_tcp_{name}"] = _counter(recs[f + name], typ)
+        n_rtt = np.ascontiguousarray(recs[f + "rtt_samples"])
         has = n_rtt > 0
-        cols[f"{x}_tcp_rtt_samples"] = pa.array(n_rtt, pa.uint32())
+        valid = _validity(has)
+        cols[f"{x}_tcp_rtt_samples"] = _counter(n_rtt, pa.uint32())
         for st in _RTT_STATS:
-            cols[f"{x}_tcp_rtt_{st}"] = _measure(recs[f + "rtt_" + st], has)
+            cols[f"{x}_tcp_rtt_{st}"] = _measure(recs[f + "rtt_" + st], valid)
         cols[f"{x}_tcp_rtt_hist"] = _hist(recs, f + "rtt_hist", has)
-        n_ts = recs[f + "ts_rtt_samples"]
-        has_ts = n_ts > 0
-        cols[f"{x}_tcp_ts_rtt_samples"] = pa.array(n_ts, pa.uint32())
+        n_ts = np.ascontiguousarray(recs[f + "ts_rtt_samples"])
+        valid = _validity(n_ts > 0)
+        cols[f"{x}_tcp_ts_rtt_samples"] = _counter(n_ts, pa.uint32())
         for st in _TS_STATS:
-            cols[f"{x}_tcp_ts_rtt_{st}"] = _measure(recs[f + "ts_rtt_" + st], has_ts)
+            cols[f"{x}_tcp_ts_rtt_{st}"] = _measure(recs[f + "ts_rtt_" + st], valid)
     hs = recs["tcp_hs_valid"]
-    cols["tcp_handshake_rtt_ns"] = _measure(recs["tcp_hs_total_ns"], (hs & _HS_TOTAL) != 0)
-    cols["tcp_handshake_server_ns"] = _measure(recs["tcp_hs_server_ns"], (hs & _HS_SERVER) != 0)
-    cols["tcp_handshake_client_ns"] = _measure(recs["tcp_hs_client_ns"], (hs & _HS_CLIENT) != 0)
-    n_art = recs["tcp_art_samples"]
+    cols["tcp_handshake_rtt_ns"] = _measure(recs["tcp_hs_total_ns"], _validity((hs & _HS_TOTAL) != 0))
+    cols["tcp_handshake_server_ns"] = _measure(recs["tcp_hs_server_ns"], _validity((hs & _HS_SERVER) != 0))
+    cols["tcp_handshake_client_ns"] = _measure(recs["tcp_hs_client_ns"], _validity((hs & _HS_CLIENT) != 0))
+    n_art = np.ascontiguousarray(recs["tcp_art_samples"])
     has_art = n_art > 0
-    cols["tcp_art_samples"] = pa.array(n_art, pa.uint32())
+    valid = _validity(has_art)
+    cols["tcp_art_samples"] = _counter(n_art, pa.uint32())
     for st in ("min_ns", "mean_ns", "max_ns", "p50_ns", "p99_ns"):
-        cols[f"tcp_art_{st}"] = _measure(recs["tcp_art_" + st], has_art)
+        cols[f"tcp_art_{st}"] = _measure(recs["tcp_art_" + st], valid)
     cols["tcp_art_hist"] = _hist(recs, "tcp_art_hist", has_art)
     return cols
