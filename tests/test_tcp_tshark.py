@@ -163,7 +163,8 @@ FUZZ = "fuzzed capture (sequence and ACK numbers corrupted on purpose)"
 def _unpaired(t: dict) -> str:
     if t["ipip"]:
         return "IP-in-IP (6in4/4in6): flowtap's parser meters the outer packet, tshark the inner TCP"
-    return "no flowtap flow with the same endpoints and first packet"
+    return "no flowtap flow with the same endpoints and first packet (link types the parser does not read: " \
+        "Cisco HDLC, PPP; TCP in IP fragments that tshark reassembles; fuzzed captures; vnc.pcap)"
 
 
 def classify_irtt(t: dict, f: dict | None) -> str:
@@ -203,12 +204,13 @@ def comparison():
     return [r for r in rows if r["tshark"] is not None], len(files)
 
 
-UNPAIRED_PREFIXES = ("IP-in-IP", "no flowtap flow")
+UNPAIRED_PREFIXES = ("IP-in-IP", "no flowtap flow", SPLIT[:40])
 
 
 def _report(rows, nfiles, name, classify, capsys, examples=3) -> float:
-    """Prints the agreement over all tshark TCP streams and over those both tools see as a TCP flow (the
-    unpaired ones are parser or link-type matters, not the meter's); returns the latter."""
+    """Prints the agreement over all tshark TCP streams and over those both tools see as the same TCP flow
+    (same endpoints, first packet and packet count: the others are matters of the parser, the link type or
+    the flow table's definition of a flow, not of the meter); returns the latter."""
     classes = collections.Counter()
     ex = collections.defaultdict(list)
     for r in rows:
@@ -222,8 +224,8 @@ def _report(rows, nfiles, name, classify, capsys, examples=3) -> float:
     rate = classes["agree"] / paired if paired else 0.0
     with capsys.disabled():
         print(f"\n{name}: {classes['agree']:,} of {n:,} tshark TCP streams in {nfiles} captures agree "
-              f"({100 * classes['agree'] / max(n, 1):.2f} %); of the {paired:,} that both tools see as one TCP "
-              f"flow: {100 * rate:.2f} %")
+              f"({100 * classes['agree'] / max(n, 1):.2f} %); of the {paired:,} that both tools see as the same "
+              f"TCP flow: {100 * rate:.2f} %")
         for c, k in classes.most_common():
             if c != "agree":
                 print(f"  {k:6,}  {c}   e.g. {', '.join(ex[c])}")
