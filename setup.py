@@ -36,6 +36,8 @@ extensions = [
     Extension("dpi._reader", ["ext/_reader.pyx", "ext/ft_reader.c"], **common),
     # flow table + meters + batch builder: records -> flow records
     Extension("dpi._flowtable", ["ext/_flowtable.pyx"], **common),
+    # live capture: BPF ring buffer -> struct ft_pkt arrays (probe/bpf/ft_live.h is the kernel side)
+    Extension("probe._ring", ["ext/_ring.pyx"], **common),
 ]
 
 # Cython only regenerates a .c file when its .pyx changed, so switching between the debug and the release

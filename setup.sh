@@ -4,6 +4,7 @@
 #
 #   sh setup.sh          build and install flowtap into .venv
 #   sh setup.sh --test   also tshark, tcpdump, iproute2 and the test extras (pytest, scapy, ...)
+#   sh setup.sh --live   also live capture: BCC, kernel headers, bcc in the venv (probe/bpf_setup.sh; --test too)
 #
 # Safe to run again: apt is skipped when every package is installed, the venv is kept, and later runs only
 # recompile what changed. Environment:
@@ -32,11 +33,13 @@ trap on_exit EXIT
 
 step="parsing arguments"
 with_test=0
+with_live=0
 for arg in "$@"; do
     case "$arg" in
         --test) with_test=1 ;;
-        -h|--help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-        *) die "unknown argument '$arg' (usage: sh setup.sh [--test])" ;;
+        --live) with_live=1 ;;
+        -h|--help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        *) die "unknown argument '$arg' (usage: sh setup.sh [--test] [--live])" ;;
     esac
 done
 
@@ -162,5 +165,7 @@ say "done: dpi._reader and dpi._flowtable import from $(pwd)/dpi"
 if [ -x .venv/bin/flowtap ]; then
     say "try: .venv/bin/flowtap replay samples/sample.pcap -o sample-flows.arrow"
 fi
+# live capture (issue 6): BCC, kernel headers, the venv's link to bcc; see probe/bpf_setup.sh
+if [ "$with_test" -eq 1 ] || [ "$with_live" -eq 1 ]; then step="setting up live capture (probe/bpf_setup.sh)"; sh probe/bpf_setup.sh .venv; fi
 [ "$with_test" -eq 1 ] && say "run the tests: .venv/bin/python -m pytest tests"
 exit 0

@@ -23,7 +23,9 @@ class CaptureError(Exception):
         self.message = message
 
     def __str__(self) -> str:
-        return f"{self.path}: offset {self.offset}: {self.message}"
+        # the reader's messages often name the offset themselves ("pcap record at offset N: ..."): say it once
+        body = self.message.replace(f" at offset {self.offset}:", ":", 1)
+        return f"{self.path}: offset {self.offset}: {body}"
 
 
 # imported after CaptureError: the extension looks CaptureError up in this module when it raises

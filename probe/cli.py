@@ -86,6 +86,8 @@ def main():
     Examples:
       flowtap replay trace.pcap -o flows.parquet
       flowtap inspect flows.parquet
+      sudo flowtap capture -i eth0 -o flows.arrows
+      flowtap doctor
     """
 
 
@@ -244,6 +246,133 @@ def inspect(path, top, as_json):
         return
     from dpi.inspect import format_info
     click.echo(format_info(info))
+
+
+CAPTURE_EPILOG = """
+\b
+Examples:
+  sudo flowtap capture -i eth0 -o flows.arrows                    # tc ingress+egress, until Ctrl-C
+  sudo flowtap capture -i eth0 -i eth1 --duration 60 -o flows.parquet
+  sudo flowtap capture -i span0 --mode xdp -o mirror.arrows        # mirror port: XDP ingress
+  flowtap doctor                                                   # what is missing, and the fix
+
+\b
+tc mode adds flowtap's filters to the clsact qdisc (created when absent, removed on exit only when flowtap
+created it and nothing else is left); xdp mode refuses an interface that already has an XDP program.
+Everything flowtap attached is detached on exit, on Ctrl-C, on SIGTERM and on error. Idle flows are
+written every --flush-interval seconds; every batch carries the coverage counters (flowtap.counters: live).
+Exit codes: 0 ok (also after Ctrl-C/SIGTERM: the output is complete), 2 usage, 4 output error, 5 the probe
+could not be loaded or attached (see `flowtap doctor`).
+"""
+EXIT_LIVE = 5
+
+
+@main.command(epilog=CAPTURE_EPILOG)
+@click.option("-i", "--interface", "ifaces", multiple=True, required=True, metavar="IFACE",
+              help="Interface to capture on (repeat for several).")
+@click.option("--mode", type=click.Choice(["tc", "xdp"]), default="tc", show_default=True,
+              help="tc: clsact ingress+egress (hosts); xdp: ingress only (mirror ports).")
+@click.option("--xdp-mode", type=click.Choice(["auto", "native", "generic"]), default="auto", show_default=True,
+              help="XDP attach mode; auto tries native (driver) first, then generic.")
+@click.option("--duration", type=float, default=None, metavar="S", help="Stop after S seconds.")
+@click.option("-o", "--output", required=True, help="Flow-record file (.parquet, .arrow, .arrows, -).")
+@click.option("--format", "fmt", type=click.Choice(["parquet", "ipc_file", "ipc_stream"]),
+              help="Output format, when the extension does not say.")
+@click.option("--idle-timeout", default=120.0, show_default=True, type=float, metavar="S")
+@click.option("--active-timeout", default=1800.0, show_default=True, type=float, metavar="S")
+@click.option("--max-flows", default=1_000_000, show_default=True, type=int, metavar="N")
+@click.option("--flush-interval", default=10.0, show_default=True, type=float, metavar="S",
+              help="Write idle-expired flows and a coverage snapshot every S seconds.")
+@click.option("--snap-len", default=128, show_default=True, type=int, metavar="B",
+              help="Payload bytes sent with each packet of a flow DPI has not classified (0: none).")
+@click.option("--ring-mb", default=16, show_default=True, type=int, metavar="MB",
+              help="BPF ring buffer size (a power of two).")
+@click.option("--kernel-flows", default=262_144, show_default=True, type=int, metavar="N",
+              help="Capacity of the kernel's exact per-flow counters (flow_stats).")
+@click.option("--observer", default="", metavar="NAME", help="observer_host value (default: host name).")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def capture(ifaces, mode, xdp_mode, duration, output, fmt, idle_timeout, active_timeout, max_flows,
+            flush_interval, snap_len, ring_mb, kernel_flows, observer, as_json):
+    """Capture live traffic with eBPF (BCC) into flow records, metered like `replay`."""
+    from dpi.engine import EngineConfig
+    from dpi.writer import OutputError
+    from probe.live import BpfConfig, LiveError, run_capture
+
+    econf = EngineConfig(idle_timeout_s=idle_timeout, active_timeout_s=active_timeout, max_flows=max_flows,
+                         observer_host=observer)
+    bconf = BpfConfig(snap_len=snap_len, ring_bytes=ring_mb << 20, flow_map_entries=kernel_flows)
+    try:
+        econf.validate()
+        bconf.validate()
+    except ValueError as e:
+        raise click.UsageError(str(e))
+    if flush_interval <= 0 or (duration is not None and duration <= 0):
+        raise click.UsageError("--flush-interval and --duration must be positive")
+    try:
+        res = run_capture(list(ifaces), mode, output, econf, bconf, duration_s=duration,
+                          flush_interval_s=flush_interval, fmt=fmt, xdp_mode=xdp_mode,
+                          on_start=lambda line: click.echo(line, err=True),
+                          on_note=lambda line: _err(line))
+    except LiveError as e:
+        _err(str(e))
+        sys.exit(EXIT_LIVE)
+    except OutputError as e:
+        _err(str(e))
+        sys.exit(EXIT_OUTPUT)
+    for e in res.errors:
+        _err(e)
+    live = res.counters.get("live", {})
+    out = sys.stderr if output == "-" else sys.stdout
+    if as_json:
+        click.echo(json.dumps({"output": res.output, "attached": res.attached, "elapsed_s": round(res.elapsed_s, 3),
+                               "stopped_by": res.stopped_by, "counters": res.counters}, indent=2), file=out)
+    else:
+        seen = live.get("meters_packets_seen", 0)
+        kern = live.get("kernel_packets", 0)
+        pct = 100.0 * seen / kern if kern else 100.0
+        lines = [
+            f"captured {res.elapsed_s:.1f} s on {', '.join(res.attached)} (stopped by {res.stopped_by}): "
+            f"{res.flows:,} flows, {res.records:,} records -> {res.output}",
+            f"  coverage: kernel counted {kern:,} packets, meters saw {seen:,} ({pct:.2f}%); "
+            f"ring-full drops {live.get('ring_full_drops', 0):,}, kernel flow map full "
+            f"{live.get('flow_map_full', 0):,}",
+        ]
+        reasons = {k: v for k, v in live.get("kernel_parse_reasons", {}).items() if k != "ok"}
+        if reasons:
+            lines.append("  parse exits: " + ", ".join(f"{k} {v:,}" for k, v in sorted(reasons.items())))
+        click.echo("\n".join(lines), file=out)
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def doctor(as_json):
+    """Check that this machine can run `flowtap capture`; print the fix for each problem."""
+    from probe import doctor as doc
+
+    if as_json:
+        from dataclasses import asdict
+        click.echo(json.dumps([asdict(c) for c in doc.checks()], indent=2))
+        return
+    text, ok = doc.run()
+    click.echo(doc.kernel_summary())
+    click.echo(text)
+    sys.exit(0 if ok else 1)
+
+
+@main.command("dump-bpf", hidden=True)
+@click.option("--snap-len", default=128, show_default=True, type=int)
+@click.option("--ring-mb", default=16, show_default=True, type=int)
+@click.option("--kernel-flows", default=262_144, show_default=True, type=int)
+def dump_bpf(snap_len, ring_mb, kernel_flows):
+    """Print the exact BPF C source and the BCC flags `capture` would use."""
+    from probe.live import BpfConfig, dump_bpf as dump
+
+    conf = BpfConfig(snap_len=snap_len, ring_bytes=ring_mb << 20, flow_map_entries=kernel_flows)
+    try:
+        conf.validate()
+    except ValueError as e:
+        raise click.UsageError(str(e))
+    click.echo(dump(conf))
 
 
 @main.command("make-sample", hidden=True)

@@ -475,7 +475,9 @@ def expect_error(tmp_path, data, n_good, offset, message, name="bad.cap", every_
     assert len(recs) == n_good
     assert err is not None
     assert (err.offset, err.message) == (offset, message)
-    assert str(err) == f"{path}: offset {offset}: {message}"
+    # one line naming file and offset once, even when the message names the offset too
+    assert str(err) == f"{path}: offset {offset}: " + message.replace(f" at offset {offset}:", ":", 1)
+    assert str(err).count(f"offset {offset}") == 1
     assert err.path == str(path)
     return recs
 

@@ -283,3 +283,76 @@ def test_progress_on_stderr(capture, tmp_path):
     pcap, _ = capture
     r = run("replay", pcap, "-o", tmp_path / "f.parquet", "--progress")
     assert "conv.pcap" in r.stderr and "active flows" in r.stderr
+
+
+def test_encapsulations_meter_the_inner_flow(tmp_path):
+    """The same TCP exchange carried bare, in QinQ, MPLS, GRE, GRE-TEB, ERSPAN II/III and VXLAN: each copy is
+    its own flow (tunnel id and VLAN are part of the key), counted on the inner IP octets, with the outer
+    encapsulation named."""
+    from scapy.all import GRE, Dot1AD, Dot1Q
+    from scapy.contrib.erspan import ERSPAN_II, ERSPAN_III
+    from scapy.contrib.mpls import MPLS
+    from scapy.layers.vxlan import VXLAN
+
+    def inner(i):
+        c, s = f"10.9.{i}.1", f"10.9.{i}.2"
+        return [IP(src=c, dst=s) / TCP(sport=1000 + i, dport=22, flags="S"),
+                IP(src=s, dst=c) / TCP(sport=22, dport=1000 + i, flags="SA"),
+                IP(src=c, dst=s) / TCP(sport=1000 + i, dport=22, flags="PA") / Raw(b"x" * (100 + i))]
+
+    outer = IP(src="172.16.0.1", dst="172.16.0.2")
+    wraps = {
+        None: lambda p: Ether(**MAC) / p,
+        "qinq": lambda p: Ether(**MAC) / Dot1AD(vlan=100) / Dot1Q(vlan=200) / p,
+        "mpls": lambda p: Ether(**MAC) / MPLS(label=16, s=0) / MPLS(label=17, s=1) / p,
+        "gre": lambda p: Ether(**MAC) / outer / GRE(key_present=1, key=42) / p,
+        "gre_teb": lambda p: Ether(**MAC) / outer / GRE(proto=0x6558) / Ether(**MAC) / p,
+        "erspan2": lambda p: Ether(**MAC) / outer / GRE(seqnum_present=1, proto=0x88BE)
+        / ERSPAN_II(session_id=7) / Ether(**MAC) / p,
+        "erspan3": lambda p: Ether(**MAC) / outer / GRE(proto=0x22EB) / ERSPAN_III(session_id=8)
+        / Ether(**MAC) / p,
+        "vxlan": lambda p: Ether(**MAC) / outer / UDP(sport=49152, dport=4789) / VXLAN(vni=5001)
+        / Ether(**MAC) / p,
+    }
+    frames, exp = [], {}
+    for i, (name, wrap) in enumerate(wraps.items()):
+        pk = inner(i)
+        for j, p in enumerate(pk):
+            f = wrap(p)
+            f.time = T0 + i + j * 0.001
+            frames.append(f)
+        tunnel = None if name in ("qinq", "mpls") else name  # VLAN and MPLS are not tunnels
+        exp[f"10.9.{i}.1"] = (tunnel, [2, 1, len(pk[0]) + len(pk[2]), len(pk[1])])
+    cap = tmp_path / "tun.pcap"
+    wrpcap(str(cap), frames)
+    out = tmp_path / "tun.parquet"
+    run("replay", cap, "-o", out)
+    t = pq.read_table(out).to_pylist()
+    got = {r["src_ip"]: (r["tunnel_type"], [r["src_packets"], r["dst_packets"], r["src_bytes"], r["dst_bytes"]])
+           for r in t}
+    assert got == exp
+    by = {r["tunnel_type"] or r["src_ip"]: r for r in t}
+    assert (by["10.9.1.1"]["outer_vlan_id"], by["10.9.1.1"]["vlan_id"]) == (100, 200)  # QinQ
+    assert by["gre"]["tunnel_id"] == 42 and by["vxlan"]["tunnel_id"] == 5001
+    assert by["erspan2"]["tunnel_id"] == 7 and by["erspan3"]["tunnel_id"] == 8
+    assert by["10.9.0.1"]["tunnel_id"] is None and by["10.9.2.1"]["vlan_id"] == 0
+
+
+@pytest.mark.parametrize("linktype", ["sll", "sll2", "raw", "null"])
+def test_link_types_give_the_same_flows(capture, tmp_path, linktype):
+    from scapy.all import CookedLinux, CookedLinuxV2, Loopback, PcapWriter
+    frames, exp = conversation()
+    wrap = {"sll": lambda p: CookedLinux(proto=0x800 if p.haslayer(IP) else 0x86DD) / p,
+            "sll2": lambda p: CookedLinuxV2(proto=0x800 if p.haslayer(IP) else 0x86DD) / p,
+            "raw": lambda p: p,
+            "null": lambda p: Loopback(type=2 if p.haslayer(IP) else 24) / p}[linktype]
+    lt = {"sll": 113, "sll2": 276, "raw": 101, "null": 0}[linktype]
+    cap = tmp_path / f"{linktype}.pcap"
+    with PcapWriter(str(cap), linktype=lt, sync=True) as w:
+        for f in frames:
+            p = wrap(f.payload)
+            p.time = f.time
+            w.write(p)
+    out = tmp_path / "f.parquet"
+    run("replay", cap, "-o", out)
+    assert flows_of(pq.read_table(out)) == exp

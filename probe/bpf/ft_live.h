@@ -1,0 +1,104 @@
+/* ft_live.h: the kernel/user boundary of live capture, beyond struct ft_pkt (ext/ft_record.h): map layouts,
+ * counter indices and the defaults of the -D flags. Included by probe/bpf/flowtap.bpf.c (BCC, __bpf__ defined)
+ * and by ext/_ring.pyx (the ring drain). probe/live.py mirrors the counter names once, and
+ * tests/test_live_layout.py fails when the mirror and this enum disagree.
+ *
+ * Byte order: as in ft_record.h, every multi-byte field is host order except addresses (network order).
+ */
+#ifndef FT_LIVE_H
+#define FT_LIVE_H
+#include "ft_record.h"
+
+/* ---- -D flags: probe/live.py BpfConfig sets every one of them; these defaults only serve a bare compile ---- */
+#ifndef FT_SNAP_LEN
+#define FT_SNAP_LEN 128            /* payload bytes sent with a record of a not-yet-classified flow (0: none) */
+#endif
+#ifndef FT_FLOW_MAP_ENTRIES
+#define FT_FLOW_MAP_ENTRIES 262144 /* flow_stats capacity; a new flow beyond it counts FT_LC_FLOW_MAP_FULL */
+#endif
+#ifndef FT_CLASSIFIED_ENTRIES
+#define FT_CLASSIFIED_ENTRIES 65536 /* flows user space marked classified (no snippet any more) */
+#endif
+#ifndef FT_RING_BYTES
+#define FT_RING_BYTES (16 << 20)   /* BPF ring buffer size: a power of two, a multiple of the page size */
+#endif
+#ifndef FT_WANT_RECORDS
+#define FT_WANT_RECORDS 1          /* 0: count in the maps only, send no per-packet record (benchmark baseline) */
+#endif
+
+/* Per-CPU counters, map probe_counters. Indices below FT_R__COUNT count packets by parse exit reason (the
+ * ft_reason enum, so user space reads them with the replay parser's names). The rest: */
+enum ft_live_counter {
+    FT_LC_PACKETS = FT_R__COUNT,  /* wire packets: one per run, gso_segs for a GSO super-packet (tc egress) */
+    FT_LC_WIRE_BYTES,             /* their wire length (skb->len / XDP buffer length), L2 header included;
+                                     a GSO packet's headers counted once per segment */
+    FT_LC_NOT_METERED,            /* no flow key (not IP, ports unknown): counted by reason only */
+    FT_LC_FLOW_PACKETS,           /* packets added to flow_stats */
+    FT_LC_FLOW_MAP_FULL,          /* packets of a new flow that flow_stats had no room for */
+    FT_LC_RING_RECORDS,           /* records written to the ring buffer */
+    FT_LC_RING_FULL,              /* records lost because the ring buffer was full (user space behind) */
+    FT_LC_RING_FULL_PACKETS,      /* the wire packets those records stood for */
+    FT_LC_GSO_PACKETS,            /* runs on a GSO super-packet (each record then stands for gso_segs) */
+    FT_LC_SNIPPETS,               /* records that carried a payload snippet */
+    FT_LC_TAIL_CALL_FAILED,       /* packets whose next stage could not be entered (loader bug: slot empty) */
+    FT_LC__END
+};
+
+/* Bidirectional flow key of flow_stats and classified: the engine's key (ext/ft_flow.h struct ft_key) without
+ * the RoCE QP slot. Endpoint a is the lower (address, port) pair in memcmp order, as in the engine, so both
+ * directions meet and a user-space lookup can build the key from a flow record. 48 bytes, padding zeroed. */
+struct ft_live_key {
+    ft_u8 addr_a[16];
+    ft_u8 addr_b[16];
+    ft_u16 port_a;      /* 0 for protocols without ports and for non-first fragments */
+    ft_u16 port_b;
+    ft_u8 ip_version;
+    ft_u8 proto;
+    ft_u16 vlan_id;
+    ft_u32 tunnel_id;
+    ft_u32 _pad;
+};
+
+/* flow_stats value: exact counters, updated atomically by every CPU. Index 0: a -> b, 1: b -> a. Bytes are
+ * IP octets (l3_len), as the engine's src_bytes/dst_bytes. Times are kernel monotonic ns (bpf_ktime_get_ns). */
+struct ft_live_flow {
+    ft_u64 packets[2];
+    ft_u64 bytes[2];
+    ft_u64 first_ns;
+    ft_u64 last_ns;
+};
+
+/* The parser's position between two stages (tail calls) of flowtap.bpf.c: what ft_parse() keeps in local
+ * variables across the iterations of its decapsulation loop. */
+struct ft_parse_state {
+    ft_u32 l4_len;   /* L4 header + payload bytes according to the IP header */
+    ft_u16 off;      /* frame offset of what the next stage decodes (<= FT_BPF_MAX_HDR_OFF) */
+    ft_u16 etype;    /* ethertype for FT_NX_ETYPE */
+    ft_u8 nx;        /* enum ft_next: what starts at off (L3 stage) */
+    ft_u8 level;     /* decapsulation level: 0 = outer packet */
+    ft_u8 _pad[2];
+};
+
+/* One ring-buffer sample: the record, the GSO description, then snippet_len (<= FT_SNAP_LEN) payload bytes
+ * starting at the record's payload_off in the frame. The sample is FT_LIVE_SAMPLE_HDR + snippet_len long.
+ *
+ * GSO: TCP always builds GSO super-packets, and tc egress runs before they are cut into wire segments
+ * (validate_xmit_skb comes after the qdisc), so one record may stand for gso_segs segments of gso_size
+ * payload bytes each (the last one shorter). The drain (ext/ft_ring.h) cuts the record into those segments
+ * as the kernel's tcp/udp GSO will, so the meters see the packets that go on the wire, as tcpdump does. */
+struct ft_live_sample {
+    struct ft_pkt rec;
+    ft_u32 gso_segs;      /* 1 for an ordinary packet */
+    ft_u16 gso_size;      /* payload bytes per segment; 0 for an ordinary packet */
+    ft_u16 snippet_len;
+    ft_u8 snippet[FT_SNAP_LEN > 0 ? FT_SNAP_LEN : 1];
+};
+#define FT_LIVE_SAMPLE_HDR (sizeof(struct ft_pkt) + 8)
+
+/* The per-CPU scratch slot: the sample being built and the parser's state between stages. */
+struct ft_live_scratch {
+    struct ft_live_sample smp;
+    struct ft_parse_state st;
+};
+
+#endif /* FT_LIVE_H */
