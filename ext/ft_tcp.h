@@ -416,9 +416,9 @@ static inline uint64_t ft_tcp_ring_ack(struct ft_tcp_side *s, uint32_t ack, uint
     return sample;
 }
 
-/* Processes the ACK field (and window, TSecr) of a segment sent by side `me` about the data of side `pe`. */
-static inline void ft_tcp_on_ack(struct ft_tcp_meter *m, struct ft_tcp_side *me, struct ft_tcp_side *pe,
-                                 const struct ft_pkt *p, uint64_t now)
+/* Processes the ACK field (and TSecr) of segment p about the data of side pe (the peer of its sender):
+ * acknowledged edge, holes the ACK passes, end of fast recovery, RTT samples (data-to-ACK, timestamps). */
+static inline void ft_tcp_on_ack(struct ft_tcp_side *pe, const struct ft_pkt *p, uint64_t now)
 {
     uint32_t ack = p->tcp_ack;
     int i, ok;
@@ -721,7 +721,7 @@ static inline void ft_tcp_update(struct ft_tcp_meter *m, const struct ft_pkt *p,
             me->dupacks = 0;
         }
         if (!rst)
-            ft_tcp_on_ack(m, me, pe, p, now);
+            ft_tcp_on_ack(pe, p, now);
         me->last_ack = p->tcp_ack;
         me->st |= FT_TS_ACKED;
     }
