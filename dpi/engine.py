@@ -21,6 +21,7 @@ import pyarrow as pa
 
 from . import _flowtable
 from . import roce_columns   # RoCE meter (issue 4)
+from . import tcp_columns   # TCP meter (issue 3)
 from ._reader import TUNNEL_NAMES
 from .schema import COLUMN_NAMES, flow_schema
 
@@ -126,6 +127,7 @@ def build_batch(recs: np.ndarray, schema: pa.Schema, observer: str, seed: int = 
         "app_proto": pa.nulls(n, pa.string()),
     }
     cols.update(roce_columns.build(recs, roce_recs))   # RoCE meter columns (issue 4)
+    cols.update(tcp_columns.build(recs))   # TCP meter columns (issue 3)
     return pa.RecordBatch.from_arrays([cols[name] for name in COLUMN_NAMES], schema=schema)
 
 

@@ -241,6 +241,115 @@ COLUMNS = COLUMNS + ROCE_COLUMNS
 # ---- end RoCE meter columns --------------------------------------------------------------------------------
 
 
+# ---- TCP meter columns (issue 3; definitions in docs/tcp.md, computed in ext/ft_tcp.h) -------------------
+TCP_HIST_TYPE = pa.struct([pa.field("first_octave", pa.int16(), nullable=False),
+                           pa.field("counts", pa.list_(pa.uint32()), nullable=False),
+                           pa.field("collapsed", pa.bool_(), nullable=False)])
+TCP_HIST_LAYOUT = (
+    "log2 (octave) buckets: counts[i] is the number of samples x (ns) with 2^(first_octave+i) <= x < "
+    "2^(first_octave+i+1) (octave 0 also holds 0 ns); octaves before the first and after the last non-empty "
+    "one are left out. The meter's sketch behind it has 8 buckets per octave in a window of 10 octaves "
+    "(1024x) that follows the samples; collapsed = true means samples more than 1024x below the largest "
+    "were counted in the first octave. Counts are exact until one sketch bucket passes 65,535 samples, "
+    "after which they are halved and scaled back (relative counts within 1/32768)."
+)
+_HIST_EXTRA = (("bucket_layout", TCP_HIST_LAYOUT), ("bucket_lower_edge_ns", "2 ** (first_octave + i)"))
+_NOT_TCP = " 0 for non-TCP flows."
+_SIDE = {"src": ("src", "dst"), "dst": ("dst", "src")}
+
+
+def _tcp_side_columns(x: str) -> tuple[Column, ...]:
+    me, peer = _SIDE[x]
+    c = lambda name, doc, typ=pa.uint32(), unit="": Column(  # noqa: E731
+        f"{x}_tcp_{name}", typ, False, doc + _NOT_TCP, unit=unit, kind="counter")
+    m = lambda name, doc: Column(f"{x}_tcp_{name}", pa.int64(), True, doc, unit="ns",  # noqa: E731
+                                 kind="measurement")
+    rtt = (f"data-to-ACK RTT samples on data sent by {me}: from a data segment that moved the sequence edge "
+           f"to the {peer} ACK that acknowledges exactly its end, never from a retransmitted or late "
+           f"segment (Karn); the {'server' if me == 'src' else 'client'}-side leg as seen at the probe")
+    return (
+        c("retrans_packets", f"Segments sent by {me} that re-send sequence space already seen at the probe "
+          "(SYN and FIN included), in this record: fast + timeout + spurious."),
+        c("retrans_bytes", f"Payload bytes of {x}_tcp_retrans_packets.", pa.uint64(), "bytes"),
+        c("fast_retrans_packets", f"Retransmissions by {me} sent in fast recovery: after {peer} sent 3 "
+          "duplicate ACKs and before it acknowledged everything outstanding then."),
+        c("timeout_retrans_packets", f"Retransmissions by {me} that are neither fast nor spurious: driven "
+          "by a timer (retransmission timeout, tail-loss probe, RACK reordering timer)."),
+        c("spurious_retrans_packets", f"Retransmissions by {me} whose every byte {peer} had already "
+          "acknowledged."),
+        c("syn_retrans_packets", f"{'SYN' if me == 'src' else 'SYN/ACK'} segments sent again by {me} "
+          f"(also counted in {x}_tcp_retrans_packets)."),
+        c("out_of_order_packets", f"Segments from {me} below the highest sequence seen that fill a hole "
+          "(never-seen sequence space) within the reordering window of the hole's opening (the handshake "
+          "RTT, else 3 ms): reordering between sender and probe."),
+        c("upstream_retrans_packets", f"Segments from {me} that fill a hole later than the reordering "
+          "window: lost between the sender and the probe, then sent again."),
+        c("seq_gaps", f"Holes opened in {me}'s sequence space: a segment began beyond the highest sequence "
+          "seen (Wireshark: previous segment not captured)."),
+        c("seq_gaps_unfilled", f"Holes in {me}'s sequence space never filled at the probe: acknowledged "
+          f"by {peer} without the probe seeing the bytes, or still open when the flow ended (capture loss "
+          "or asymmetric routing)."),
+        c("dup_acks", f"Duplicate ACKs sent by {me} (RFC 5681: no data, no SYN/FIN, same ACK number and "
+          f"window as its previous segment, while {peer} has data outstanding)."),
+        c("sack_blocks", f"SACK blocks sent by {me}."),
+        c("zero_window_events", f"Times {me} advertised a zero receive window after a non-zero one."),
+        c("zero_window_probes", f"Zero-window probes sent by {me} while {peer}'s window was zero."),
+        c("window_full_packets", f"Data segments from {me} reaching the right edge of {peer}'s advertised "
+          "window (only when window scaling is known from the handshake)."),
+        c("rst_handshake", f"RST segments sent by {me} before the connection was established."),
+        c("rst_established", f"RST segments sent by {me} after the connection was established (or "
+          "in a flow first seen mid-stream)."),
+        c("keepalive_packets", f"Keep-alives sent by {me}: 0 or 1 byte at the edge minus one (not "
+          "retransmissions)."),
+        c("rtt_samples", f"Number of {rtt}."),
+        m("rtt_min_ns", f"Smallest of the {x}_tcp_rtt samples; null without samples."),
+        m("rtt_mean_ns", f"Mean of the {x}_tcp_rtt samples (integer ns); null without samples."),
+        m("rtt_max_ns", f"Largest of the {x}_tcp_rtt samples; null without samples."),
+        m("rtt_p50_ns", f"Median (nearest rank) of the {x}_tcp_rtt samples, within 4.4 % (see "
+          "docs/tcp.md); null without samples."),
+        m("rtt_p90_ns", f"90th percentile (nearest rank) of the {x}_tcp_rtt samples, within 4.4 %."),
+        m("rtt_p99_ns", f"99th percentile (nearest rank) of the {x}_tcp_rtt samples, within 4.4 %."),
+        Column(f"{x}_tcp_rtt_hist", TCP_HIST_TYPE, True, f"Histogram of the {x}_tcp_rtt samples (bucket "
+               "layout in the field metadata); null without samples.", unit="ns", kind="measurement",
+               extra=_HIST_EXTRA),
+        c("ts_rtt_samples", f"RTT samples from TCP timestamps on {me}'s segments: from the first data "
+          f"segment carrying a TSval to the first {peer} segment that echoes it in TSecr and acknowledges "
+          "that segment."),
+        m("ts_rtt_min_ns", f"Smallest of the {x}_tcp_ts_rtt samples; null without samples."),
+        m("ts_rtt_mean_ns", f"Mean of the {x}_tcp_ts_rtt samples; null without samples."),
+        m("ts_rtt_max_ns", f"Largest of the {x}_tcp_ts_rtt samples; null without samples."),
+    )
+
+
+def _tcp_flow_columns() -> tuple[Column, ...]:
+    m = lambda name, doc: Column(name, pa.int64(), True, doc, unit="ns", kind="measurement")  # noqa: E731
+    return (
+        m("tcp_handshake_rtt_ns", "From the (most recent) SYN to the first segment with ACK and without SYN, "
+          "normally the ACK completing the handshake: Wireshark's tcp.analysis.initial_rtt. In the record "
+          "of the period where it was measured; null when no SYN was seen."),
+        m("tcp_handshake_server_ns", "Server side of the handshake as seen at the probe: from the (most "
+          "recent) SYN to the first SYN/ACK after it; null when either was not seen."),
+        m("tcp_handshake_client_ns", "Client side of the handshake as seen at the probe: from the (most "
+          "recent) SYN/ACK to the first ACK from src that acknowledges it; null when either was not seen."),
+        Column("tcp_art_samples", pa.uint32(), False, "Application response times measured in this record: "
+               "from the last src payload segment of a request (src payload after the last dst payload) "
+               "to the first new dst payload segment after it; works on encrypted payload. 0 for non-TCP "
+               "flows.", kind="counter"),
+        m("tcp_art_min_ns", "Smallest application response time; null without samples."),
+        m("tcp_art_mean_ns", "Mean application response time (integer ns); null without samples."),
+        m("tcp_art_max_ns", "Largest application response time; null without samples."),
+        m("tcp_art_p50_ns", "Median (nearest rank) application response time, within 4.4 %."),
+        m("tcp_art_p99_ns", "99th percentile (nearest rank) application response time, within 4.4 %."),
+        Column("tcp_art_hist", TCP_HIST_TYPE, True, "Histogram of the application response times (bucket "
+               "layout in the field metadata); null without samples.", unit="ns", kind="measurement",
+               extra=_HIST_EXTRA),
+    )
+
+
+COLUMNS = COLUMNS + _tcp_side_columns("src") + _tcp_side_columns("dst") + _tcp_flow_columns()
+# ---- end TCP meter columns --------------------------------------------------------------------------------
+
+
 def _field(c: Column) -> pa.Field:
     meta = {"doc": c.doc, "kind": c.kind}
     if c.unit:

@@ -69,6 +69,23 @@ cdef extern from "ft_roce.h" nogil:
     uint8_t ft_roce_pkt_role(const ft_pkt *p)
     int ft_roce_cm_parse(const uint8_t *mad, uint32_t len, ft_roce_cm *out)
 # --- end RoCE meter -----------------------------------------------------------------------------------------
+# --- TCP meter (issue 3): ext/ft_tcp.h ---------------------------------------------------------------
+cdef extern from "ft_tcp.h" nogil:
+    struct ft_tcp_meter:
+        pass
+    struct ft_tcp_out:
+        pass
+    struct ft_tcp_field:
+        const char *name
+        size_t offset
+        const char *fmt
+    const ft_tcp_field FT_TCPOUT_FIELDS[]
+    const int FT_TCPOUT_NFIELDS
+    void ft_tcp_init(ft_tcp_meter *m)
+    void ft_tcp_update(ft_tcp_meter *m, const ft_pkt *p, int dir)
+    void ft_tcp_export(const ft_tcp_meter *m, ft_tcp_out *o, int final)
+    void ft_tcp_period_reset(ft_tcp_meter *m)
+# --- end TCP meter ---------------------------------------------------------------------------------------
 
 cdef extern from "ft_flow.h" nogil:
     struct ft_key:
@@ -111,6 +128,7 @@ cdef extern from "ft_flow.h" nogil:
         uint16_t outer_vlan_id
         uint16_t iface
         ft_roce_meter *roce   # RoCE meter (issue 4): NULL for other flows
+        ft_tcp_meter tcp   # TCP meter (issue 3)
 
     struct ft_flowrec:
         uint64_t flow_id
@@ -142,6 +160,7 @@ cdef extern from "ft_flow.h" nogil:
         uint8_t icmp_code
         uint8_t has_icmp
         int32_t roce_row     # RoCE meter (issue 4): row in the side array, -1 for other flows
+        ft_tcp_out tcp     # TCP meter (issue 3)
 
     struct ft_rec_field:
         const char *name
@@ -210,12 +229,24 @@ cdef extern from "ft_roce_pair.h" nogil:
 # --- end RoCE meter -----------------------------------------------------------------------------------------
 
 
+cdef extern from *:   # TCP meter (issue 3): where struct ft_tcp_out sits in struct ft_flowrec
+    """
+    #define FT_TCP_REC_OFFSET offsetof(struct ft_flowrec, tcp)
+    """
+    const size_t FT_TCP_REC_OFFSET
+
+
 def _flowrec_dtype():
     names, formats, offsets = [], [], []
     for i in range(FT_FLOWREC_NFIELDS):
         names.append(FT_FLOWREC_FIELDS[i].name.decode())
         formats.append(FT_FLOWREC_FIELDS[i].fmt.decode())
         offsets.append(FT_FLOWREC_FIELDS[i].offset)
+    # TCP meter (issue 3): the ft_tcp_out fields, offset by where it sits in the record
+    for i in range(FT_TCPOUT_NFIELDS):
+        names.append("tcp_" + FT_TCPOUT_FIELDS[i].name.decode())
+        formats.append(FT_TCPOUT_FIELDS[i].fmt.decode())
+        offsets.append(FT_TCP_REC_OFFSET + FT_TCPOUT_FIELDS[i].offset)
     return np.dtype({"names": names, "formats": formats, "offsets": offsets,
                      "itemsize": sizeof(ft_flowrec)})
 
@@ -235,6 +266,7 @@ FLOWREC_DTYPE = _flowrec_dtype()
 ROCE_OUT_DTYPE = _roce_out_dtype()
 FLOW_STATE_BYTES = sizeof(ft_flow)
 ROCE_METER_BYTES = sizeof(ft_roce_meter)   # RoCE meter (issue 4): per RoCE flow, beside FLOW_STATE_BYTES
+TCP_METER_BYTES = sizeof(ft_tcp_meter)   # TCP meter (issue 3): part of FLOW_STATE_BYTES
 END_REASONS = {FT_END_IDLE: "idle timeout", FT_END_ACTIVE: "active timeout",
                FT_END_EOF: "end of flow detected", FT_END_FORCED: "forced end",
                FT_END_RESOURCES: "lack of resources"}
@@ -554,6 +586,8 @@ cdef class FlowTable:
         r.roce_row = -1
         if f.key.qpn != 0:
             self.roce_export(f, r)   # RoCE meter (issue 4)
+        if f.key.proto == 6:   # TCP meter (issue 3); a record that is not the flow's last keeps open holes
+            ft_tcp_export(&f.tcp, &r.tcp, reason != FT_END_ACTIVE)
         self.records_exported += 1
         self.end_counts[reason] += 1
 
@@ -570,6 +604,7 @@ cdef class FlowTable:
         f.rec_last_ns = ts
         if f.key.qpn != 0:
             ft_roce_period_reset(f.roce)   # RoCE meter (issue 4)
+        ft_tcp_period_reset(&f.tcp)   # TCP meter (issue 3)
 
     cdef void expire_idle(self) noexcept nogil:
         """Export flows idle for longer than their timeout, least recently seen first, until the output is
@@ -643,6 +678,7 @@ cdef class FlowTable:
         f.outer_vlan_id = p.outer_vlan_id
         f.iface = p.iface
         f.tos = p.tos
+        ft_tcp_init(&f.tcp)   # TCP meter (issue 3)
         return i
 
     cdef int add_c(self, const ft_pkt *pkts, Py_ssize_t start, Py_ssize_t n) noexcept nogil:
@@ -774,6 +810,7 @@ cdef class FlowTable:
                 f.tcp_state |= FT_TCPS_FIN_SRC if d == 0 else FT_TCPS_FIN_DST
             if p.tcp_flags & TCP_RST:
                 f.tcp_state |= FT_TCPS_RST
+            ft_tcp_update(&f.tcp, p, d)   # TCP meter (issue 3)
         elif (p.proto == 1 or p.proto == 58) and (p.flags & FT_F_L4) and not f.has_icmp and d == 0:
             f.has_icmp = 1
             f.icmp_type = p.icmp_type

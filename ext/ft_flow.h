@@ -13,6 +13,7 @@
 /* ---- RoCE meter (issue 4) ---- */
 #include "ft_roce.h"
 /* ---- end RoCE meter ---- */
+#include "ft_tcp.h"   /* TCP meter (issue 3) */
 
 /* Bidirectional flow key: endpoint A is the lower (address, port) pair, so both directions of a conversation
  * produce the same key. 48 bytes, compared with memcmp: all padding is explicit and zeroed. */
@@ -77,6 +78,7 @@ struct ft_flow {
     /* ---- RoCE meter (issue 4): only RoCE flows (key.qpn != 0) have one, from a pool of stable chunks;
      * embedded in every flow, its 1952 bytes made a mixed replay 1.5x slower and doubled its memory ---- */
     struct ft_roce_meter *roce;
+    struct ft_tcp_meter tcp;    /* TCP meter (ext/ft_tcp.h); zero for other protocols. Keep last. */
 };
 
 /* One exported flow record, oriented: src = initiator. Arrays of these are turned into Arrow columns. */
@@ -114,6 +116,7 @@ struct ft_flowrec {
      * parts, -1 for other flows (a 1512-byte part in every record cost more than the records) ---- */
     int32_t roce_row;
     int32_t _pad2;
+    struct ft_tcp_out tcp;      /* TCP meter export (ext/ft_tcp.h); zero for other protocols. Keep last. */
 };
 
 struct ft_rec_field { const char *name; size_t offset; const char *fmt; };
