@@ -15,6 +15,120 @@ from ft_record cimport ft_pkt, FT_F_L3, FT_F_L4, FT_F_FRAG, FT_F_TRUNC, FT_R__CO
 
 cnp.import_array()
 
+# ---- DPI (issue 5): registry, dissectors and rule tables (ext/ft_dpi.h) ----
+cdef extern from "ft_dpi.h" nogil:
+    struct ft_dpi_state:
+        uint64_t cand
+        int32_t ext
+        int32_t reasm
+        uint16_t app
+        uint16_t rule
+        uint8_t l4
+        uint8_t detector
+        uint8_t pkts
+        uint8_t flags
+        uint8_t conf
+
+    struct ft_dpi_out:
+        char server_name[128]
+        char alpn[32]
+        char version[48]
+        char http_method[16]
+        char http_path[112]
+        char user_agent[112]
+        uint16_t set
+        uint16_t truncated
+        uint16_t app
+        uint16_t base
+        uint16_t rule
+        uint16_t dns_qtype
+        uint8_t dns_rcode
+        uint8_t conf
+        uint8_t inspected
+
+    struct ft_dpi_counters:
+        uint64_t packets_inspected, flows_inspected, flows_detected, flows_rule_payload
+        uint64_t flows_budget_spent, flows_all_excluded, reasm_started, reasm_gaps, reasm_full
+        uint64_t reasm_pool_full, fields_pool_full
+
+    struct ft_rule_port:
+        uint16_t lo, hi
+    struct ft_rule_cidr:
+        uint8_t ver, plen
+        uint8_t addr[16]
+    struct ft_rule_name:
+        char text[128]
+    struct ft_rule_pat:
+        uint8_t dir, anywhere
+        uint16_t len, offset, within
+        uint8_t bytes[64]
+        uint8_t care[64]
+        uint64_t sa[256]
+    struct ft_rule:
+        int32_t rank
+        uint16_t app
+        uint8_t l4, conf, side, flags
+        uint32_t port_i, port_n, cidr_i, cidr_n, name_i, name_n, alpn_i, alpn_n, pat_i, pat_n
+        uint64_t det[2]
+    struct ft_rules:
+        ft_rule *r
+        uint32_t n
+        ft_rule_port *ports
+        ft_rule_cidr *cidrs
+        ft_rule_name *names
+        ft_rule_pat *pats
+        uint32_t *payload
+        uint32_t npayload
+
+    struct ft_dpi_ctx:
+        uint32_t budget
+        int32_t ext_hw, rs_hw
+        ft_rules rules
+        ft_dpi_counters c
+
+    struct ft_dpi_flowinfo:
+        int ip_version
+        const uint8_t *caddr
+        const uint8_t *saddr
+        int initiator_known
+
+    struct ft_dissector:
+        const char *name
+        uint16_t app
+
+    const ft_dissector FT_DPI_TCP[]
+    const ft_dissector FT_DPI_UDP[]
+    const int FT_DPI_NTCP
+    const int FT_DPI_NUDP
+    const char *FT_APP_NAMES[]
+    enum:
+        FT_APP__COUNT
+        FT_DPI_RULE_BASE
+        FT_DPI_S_DONE
+        FT_DPI_S_FINAL
+        FT_DPI_DETECTED
+        FT_DPI_EXCLUDED
+        FT_DPI_NEED_MORE
+        FT_DPI_FINAL
+        FT_DPI_NAME_LEN
+        FT_PAT_MAX
+        FT_RULE_PORT
+        FT_RULE_CIDR
+        FT_RULE_NAME
+        FT_RULE_ALPN
+        FT_RULE_DETECTED
+        FT_RULE_PAYLOAD
+
+    ft_dpi_ctx *ft_dpi_ctx_new(uint32_t budget, int32_t ext_max, int32_t rs_max)
+    void ft_dpi_ctx_free(ft_dpi_ctx *c)
+    void ft_dpi_rules_free(ft_rules *r)
+    void ft_dpi_flow_init(ft_dpi_state *st, uint8_t l4, uint16_t cport, uint16_t sport)
+    void ft_dpi_packet(ft_dpi_ctx *c, ft_dpi_state *st, const ft_dpi_flowinfo *fi, const uint8_t *p,
+                       uint32_t len, int cut, int dir, uint32_t tcp_seq)
+    void ft_dpi_finalize(ft_dpi_ctx *c, ft_dpi_state *st, const ft_dpi_flowinfo *fi)
+    void ft_dpi_export(ft_dpi_ctx *c, ft_dpi_state *st, const ft_dpi_flowinfo *fi, ft_dpi_out *rec)
+    void ft_dpi_flow_free(ft_dpi_ctx *c, ft_dpi_state *st)
+
 cdef extern from "ft_flow.h" nogil:
     struct ft_key:
         uint8_t addr_a[16]
@@ -55,6 +169,7 @@ cdef extern from "ft_flow.h" nogil:
         uint8_t has_icmp
         uint16_t outer_vlan_id
         uint16_t iface
+        ft_dpi_state dpi            # DPI (issue 5)
 
     struct ft_flowrec:
         uint64_t flow_id
@@ -85,6 +200,7 @@ cdef extern from "ft_flow.h" nogil:
         uint8_t icmp_type
         uint8_t icmp_code
         uint8_t has_icmp
+        ft_dpi_out dpi              # DPI (issue 5)
 
     struct ft_rec_field:
         const char *name
@@ -217,10 +333,15 @@ cdef class FlowTable:
     cdef uint64_t reasons[64]
     cdef uint64_t not_metered_reasons[64]
     cdef uint64_t end_counts[8]
+    # ---- DPI (issue 5) ----
+    cdef ft_dpi_ctx *dpi            # NULL when DPI is off (dpi_budget=0)
+    cdef const uint8_t *data        # the batch's data buffer while add() runs (payload bytes), else NULL
+    cdef Py_ssize_t data_len
+    cdef readonly object dpi_rules  # what set_rules() installed (names, for the Python side)
 
     def __cinit__(self, int max_flows=1000000, uint64_t idle_timeout_ns=120_000_000_000,
                   uint64_t active_timeout_ns=1_800_000_000_000, uint64_t closed_timeout_ns=10_000_000_000,
-                  int batch_rows=65536):
+                  int batch_rows=65536, int dpi_budget=16, int dpi_reasm_max=4096):
         if max_flows < 1 or max_flows > (1 << 30):
             raise ValueError(f"max_flows must be between 1 and {1 << 30}, not {max_flows}")
         if batch_rows < 1:
@@ -261,11 +382,25 @@ cdef class FlowTable:
         memset(self.reasons, 0, sizeof(self.reasons))
         memset(self.not_metered_reasons, 0, sizeof(self.not_metered_reasons))
         memset(self.end_counts, 0, sizeof(self.end_counts))
+        # ---- DPI (issue 5) ----
+        self.data = NULL
+        self.data_len = 0
+        self.dpi = NULL
+        self.dpi_rules = None
+        if dpi_budget < 0 or dpi_budget > 255:
+            raise ValueError(f"dpi_budget must be between 0 (off) and 255 packets, not {dpi_budget}")
+        if dpi_reasm_max < 0:
+            raise ValueError("dpi_reasm_max must not be negative")
+        if dpi_budget > 0:
+            self.dpi = ft_dpi_ctx_new(dpi_budget, max_flows, dpi_reasm_max)
+            if self.dpi == NULL:
+                raise MemoryError()
 
     def __dealloc__(self):
         free(self.flows)
         free(self.buckets)
         free(self.out)
+        ft_dpi_ctx_free(self.dpi)  # DPI (issue 5)
 
     # ---- recency list -------------------------------------------------------------------------------
     cdef inline void lru_unlink(self, int32_t i) noexcept nogil:
@@ -328,6 +463,8 @@ cdef class FlowTable:
                     break
                 j = self.flows[j].hnext
         self.lru_unlink(i)
+        if self.dpi != NULL:  # DPI (issue 5): return the flow's field and reassembly slots
+            ft_dpi_flow_free(self.dpi, &f.dpi)
         f.flow_id = 0  # marks the slot free for rehash()
         f.hnext = self.free_head
         self.free_head = i
@@ -392,6 +529,11 @@ cdef class FlowTable:
         r.icmp_type = f.icmp_type
         r.icmp_code = f.icmp_code
         r.has_icmp = f.has_icmp
+        # ---- DPI (issue 5): the verdict and fields (finalized here when the flow ends before DPI is done)
+        cdef ft_dpi_flowinfo fi
+        if self.dpi != NULL:
+            self.dpi_flowinfo(f, &fi)
+            ft_dpi_export(self.dpi, &f.dpi, &fi, &r.dpi)
         self.records_exported += 1
         self.end_counts[reason] += 1
 
@@ -471,6 +613,11 @@ cdef class FlowTable:
         f.outer_vlan_id = p.outer_vlan_id
         f.iface = p.iface
         f.tos = p.tos
+        # ---- DPI (issue 5): candidates from the L4 protocol and the (initiator, responder) ports
+        ft_dpi_flow_init(&f.dpi, key.proto, key.port_a if f.src_is_a else key.port_b,
+                         key.port_b if f.src_is_a else key.port_a)
+        if self.dpi == NULL:
+            f.dpi.flags = FT_DPI_S_DONE | FT_DPI_S_FINAL
         return i
 
     cdef int add_c(self, const ft_pkt *pkts, Py_ssize_t start, Py_ssize_t n) noexcept nogil:
@@ -588,10 +735,38 @@ cdef class FlowTable:
             f.has_icmp = 1
             f.icmp_type = p.icmp_type
             f.icmp_code = p.icmp_code
+        # ---- DPI (issue 5): the first payload packets, up to the budget ----
+        if not (f.dpi.flags & FT_DPI_S_DONE) and p.payload_cap > 0 and self.data != NULL:
+            self.dpi_packet(f, p, d)
 
-    def add(self, records, Py_ssize_t start=0):
+    # ---- DPI (issue 5) ---------------------------------------------------------------------------------
+    cdef inline void dpi_flowinfo(self, const ft_flow *f, ft_dpi_flowinfo *fi) noexcept nogil:
+        fi.ip_version = f.key.ip_version
+        fi.initiator_known = f.key.proto != 6 or (f.tcp_state & (FT_TCPS_SYN | FT_TCPS_SYNACK)) != 0
+        if f.src_is_a:
+            fi.caddr = &f.key.addr_a[0]
+            fi.saddr = &f.key.addr_b[0]
+        else:
+            fi.caddr = &f.key.addr_b[0]
+            fi.saddr = &f.key.addr_a[0]
+
+    cdef void dpi_packet(self, ft_flow *f, const ft_pkt *p, int d) noexcept nogil:
+        """Hands a packet's captured L4 payload to the DPI registry; the bytes are checked to lie inside
+        the batch's data buffer first."""
+        cdef ft_dpi_flowinfo fi
+        cdef uint64_t off = p.frame_off + p.payload_off
+        if p.payload_off >= p.cap_len or off + p.payload_cap > <uint64_t> self.data_len:
+            return
+        self.dpi_flowinfo(f, &fi)
+        ft_dpi_packet(self.dpi, &f.dpi, &fi, self.data + off, p.payload_cap, p.payload_cap < p.payload_len,
+                      d, p.tcp_seq)
+
+    def add(self, records, Py_ssize_t start=0, data=None):
         """Meter records[start:] (a numpy array of dpi._reader.PKT_DTYPE) until the output holds batch_rows
-        flow records. Returns the index of the first record not yet metered (len(records) when done)."""
+        flow records. Returns the index of the first record not yet metered (len(records) when done).
+
+        data: the batch's uint8 buffer that the records' frame_off index into; with it, DPI reads the
+        payload of the first packets of each flow (without it, flows are labelled by rules only)."""
         if records.dtype.itemsize != sizeof(ft_pkt) or not records.flags.c_contiguous:
             # numpy's concatenate and friends may return a packed copy of a structured dtype:
             # pass dtype=PKT_DTYPE to them
@@ -603,8 +778,17 @@ cdef class FlowTable:
             return n
         cdef const ft_pkt *pkts = <const ft_pkt *> &raw[0]
         cdef int done
-        with nogil:
-            done = self.add_c(pkts, start, n)
+        cdef const uint8_t[::1] buf
+        if data is not None and self.dpi != NULL and len(data):
+            buf = data
+            self.data = &buf[0]
+            self.data_len = buf.shape[0]
+        try:
+            with nogil:
+                done = self.add_c(pkts, start, n)
+        finally:
+            self.data = NULL
+            self.data_len = 0
         return start + done
 
     def expire(self, uint64_t now_ns):
@@ -666,7 +850,34 @@ cdef class FlowTable:
             "packets_ts_backwards": self.packets_ts_backwards,
             "tcp_port_reuse_splits": self.port_reuse_splits,
             "max_flows": self.capacity,
+            "dpi": self.dpi_counters(),  # DPI (issue 5)
         }
+
+    # ---- DPI (issue 5) ---------------------------------------------------------------------------------
+    def dpi_counters(self):
+        """DPI run counters (an empty dict when DPI is off)."""
+        if self.dpi == NULL:
+            return {}
+        cdef ft_dpi_counters c = self.dpi.c
+        return {
+            "budget_packets": self.dpi.budget,
+            "packets_inspected": c.packets_inspected, "flows_inspected": c.flows_inspected,
+            "flows_detected": c.flows_detected, "flows_payload_rule": c.flows_rule_payload,
+            "flows_budget_spent": c.flows_budget_spent, "flows_all_excluded": c.flows_all_excluded,
+            "reassembly_started": c.reasm_started, "reassembly_gaps": c.reasm_gaps,
+            "reassembly_full": c.reasm_full, "reassembly_pool_full": c.reasm_pool_full,
+            "fields_pool_full": c.fields_pool_full,
+            "fields_slots_used": self.dpi.ext_hw, "reassembly_slots_used": self.dpi.rs_hw,
+        }
+
+    def set_rules(self, compiled):
+        """Install compiled rules (dpi.rules.CompiledRules.tables()): replaces the previous ones. Only
+        flows decided after the call see them."""
+        if self.dpi == NULL:
+            self.dpi_rules = compiled
+            return
+        install_rules(&self.dpi.rules, compiled)
+        self.dpi_rules = compiled
 
 
 def text_columns(recs, uint16_t seed=0):
@@ -709,3 +920,209 @@ def text_columns(recs, uint16_t seed=0):
             ft_community_id(seed, r.ip_version, r.src_addr, r.dst_addr, r.proto, sp, dp,
                             <char *> &cd[30 * i])
     return ((src_off, src_data[:spos]), (dst_off, dst_data[:dpos]), (cid_off, cid_data[:30 * n]))
+
+
+# ---- DPI (issue 5): labels, dissectors, rule installation, a one-flow harness for tests -----------------
+
+def dpi_labels():
+    """The built-in application labels, indexed by label id ("" for id 0: none)."""
+    return [FT_APP_NAMES[i].decode() for i in range(FT_APP__COUNT)]
+
+
+def dpi_dissectors():
+    """The dissector tables: {"tcp": [(module, label), ...], "udp": [...]}, in the order they are tried.
+    app_rule id of entry i: 1 + i (TCP), 65 + i (UDP)."""
+    labels = dpi_labels()
+    return {"tcp": [(FT_DPI_TCP[i].name.decode(), labels[FT_DPI_TCP[i].app]) for i in range(FT_DPI_NTCP)],
+            "udp": [(FT_DPI_UDP[i].name.decode(), labels[FT_DPI_UDP[i].app]) for i in range(FT_DPI_NUDP)]}
+
+
+DPI_RULE_BASE = FT_DPI_RULE_BASE
+
+
+cdef void *_calloc_or_raise(size_t n, size_t size) except NULL:
+    cdef void *p = calloc(n if n else 1, size)
+    if p == NULL:
+        raise MemoryError()
+    return p
+
+
+cdef int install_rules(ft_rules *R, compiled) except -1:
+    """Copies compiled rules (dicts built by dpi/rules.py, sorted by rank) into C tables, replacing R's."""
+    cdef list rules = list(compiled["rules"])
+    cdef size_t nports = sum(len(r["ports"]) for r in rules)
+    cdef size_t ncidrs = sum(len(r["cidrs"]) for r in rules)
+    cdef size_t nnames = sum(len(r["names"]) + len(r["alpns"]) for r in rules)
+    cdef size_t npats = sum(len(r["pats"]) for r in rules)
+    cdef ft_rules T
+    memset(&T, 0, sizeof(T))
+    cdef size_t i, k, j, ip = 0, ic = 0, iname = 0, ipat = 0, ipay = 0
+    cdef ft_rule *r
+    cdef ft_rule_pat *t
+    cdef bytes b
+    try:
+        T.r = <ft_rule *> _calloc_or_raise(len(rules), sizeof(ft_rule))
+        T.ports = <ft_rule_port *> _calloc_or_raise(nports, sizeof(ft_rule_port))
+        T.cidrs = <ft_rule_cidr *> _calloc_or_raise(ncidrs, sizeof(ft_rule_cidr))
+        T.names = <ft_rule_name *> _calloc_or_raise(nnames, sizeof(ft_rule_name))
+        T.pats = <ft_rule_pat *> _calloc_or_raise(npats, sizeof(ft_rule_pat))
+        T.payload = <uint32_t *> _calloc_or_raise(len(rules), sizeof(uint32_t))
+        for i, d in enumerate(rules):
+            r = &T.r[i]
+            r.rank = d["rank"]
+            r.app = d["app"]
+            r.l4 = d["l4"]
+            r.conf = d["conf"]
+            r.side = d["side"]
+            r.flags = d["flags"]
+            r.det[0] = d["det"][0]
+            r.det[1] = d["det"][1]
+            r.port_i, r.port_n = ip, len(d["ports"])
+            for lo, hi in d["ports"]:
+                T.ports[ip].lo = lo
+                T.ports[ip].hi = hi
+                ip += 1
+            r.cidr_i, r.cidr_n = ic, len(d["cidrs"])
+            for ver, plen, addr in d["cidrs"]:
+                T.cidrs[ic].ver = ver
+                T.cidrs[ic].plen = plen
+                b = bytes(addr).ljust(16, b"\0")
+                memcpy(T.cidrs[ic].addr, <const char *> b, 16)
+                ic += 1
+            for key, start_attr in (("names", 0), ("alpns", 1)):
+                if start_attr == 0:
+                    r.name_i, r.name_n = iname, len(d[key])
+                else:
+                    r.alpn_i, r.alpn_n = iname, len(d[key])
+                for text in d[key]:
+                    b = text.encode()
+                    if len(b) >= FT_DPI_NAME_LEN:
+                        raise ValueError(f"name pattern longer than {FT_DPI_NAME_LEN - 1} bytes: {text!r}")
+                    memcpy(T.names[iname].text, <const char *> b, len(b))
+                    T.names[iname].text[len(b)] = 0
+                    iname += 1
+            r.pat_i, r.pat_n = ipat, len(d["pats"])
+            for pd in d["pats"]:
+                t = &T.pats[ipat]
+                pb, care = bytes(pd["bytes"]), bytes(pd["care"])
+                if not 1 <= len(pb) <= FT_PAT_MAX or len(care) != len(pb):
+                    raise ValueError(f"payload pattern must be 1..{FT_PAT_MAX} bytes")
+                t.dir = pd["dir"]
+                t.anywhere = pd["anywhere"]
+                t.len = len(pb)
+                t.offset = pd["offset"]
+                t.within = pd["within"]
+                for j in range(<size_t> len(pb)):
+                    t.bytes[j] = pb[j]
+                    t.care[j] = care[j]
+                    # Shift-And: bit j of sa[c] is set when pattern position j accepts byte c
+                    if care[j]:
+                        t.sa[pb[j]] |= (<uint64_t> 1) << j
+                    else:
+                        for k in range(256):
+                            t.sa[k] |= (<uint64_t> 1) << j
+                ipat += 1
+            if r.flags & FT_RULE_PAYLOAD:
+                T.payload[ipay] = i
+                ipay += 1
+        T.n = len(rules)
+        T.npayload = ipay
+    except BaseException:
+        ft_dpi_rules_free(&T)
+        raise
+    ft_dpi_rules_free(R)
+    memcpy(R, &T, sizeof(ft_rules))
+    return 0
+
+
+cdef dict _out_dict(const ft_dpi_out *o):
+    s = lambda bytes c: c.decode("ascii", "replace")
+    d = {}
+    if o.set & 0x001:
+        d["server_name"] = s(o.server_name)
+    if o.set & 0x002:
+        d["alpn"] = s(o.alpn)
+    if o.set & 0x008:
+        d["version"] = s(o.version)
+    if o.set & 0x010:
+        d["http_method"] = s(o.http_method)
+    if o.set & 0x020:
+        d["http_path"] = s(o.http_path)
+    if o.set & 0x040:
+        d["user_agent"] = s(o.user_agent)
+    if o.set & 0x080:
+        d["dns_qtype"] = o.dns_qtype
+    if o.set & 0x100:
+        d["dns_rcode"] = o.dns_rcode
+    return d
+
+
+cdef class DpiFlow:
+    """One flow through the real DPI registry, without a flow table: for dissector tests.
+
+        f = DpiFlow("tcp", client_port, server_port, budget=16)
+        f.packet(payload, dir=0, seq=1000)   # dir 0 initiator -> responder; seq: TCP sequence number
+        f.state()     # {"done": bool, "need_more": bool, "candidates": n, "label": "tls" or None (no verdict yet)}
+        f.result()    # finalizes (rules apply) and returns the record's DPI part as a dict
+    """
+    cdef ft_dpi_ctx *ctx
+    cdef ft_dpi_state st
+    cdef ft_dpi_flowinfo fi
+    cdef uint8_t caddr[16]
+    cdef uint8_t saddr[16]
+    cdef object labels
+
+    def __cinit__(self, proto, int cport, int sport, int budget=16, compiled_rules=None,
+                  bytes client_addr=b"\x0a\0\0\x01", bytes server_addr=b"\x0a\0\0\x02"):
+        cdef uint8_t l4 = {"tcp": 6, "udp": 17}.get(proto, proto) if isinstance(proto, str) else proto
+        self.ctx = ft_dpi_ctx_new(budget, 1024, 64)
+        if self.ctx == NULL:
+            raise MemoryError()
+        if compiled_rules is not None:
+            install_rules(&self.ctx.rules, compiled_rules)
+        ft_dpi_flow_init(&self.st, l4, cport, sport)
+        memset(self.caddr, 0, 16)
+        memset(self.saddr, 0, 16)
+        memcpy(self.caddr, <const char *> client_addr, min(16, len(client_addr)))
+        memcpy(self.saddr, <const char *> server_addr, min(16, len(server_addr)))
+        self.fi.ip_version = 4 if len(client_addr) == 4 else 6
+        self.fi.initiator_known = 1
+        self.fi.caddr = self.caddr
+        self.fi.saddr = self.saddr
+        self.labels = dpi_labels()
+        if compiled_rules is not None:
+            self.labels = self.labels + list(compiled_rules.get("extra_labels", []))
+
+    def __dealloc__(self):
+        if self.ctx != NULL:
+            ft_dpi_flow_free(self.ctx, &self.st)
+            ft_dpi_ctx_free(self.ctx)
+
+    def packet(self, const uint8_t[::1] payload, int dir=0, uint32_t seq=0, bint cut=False):
+        """Feeds one packet's payload (ignored once DPI is done, as in the flow table)."""
+        if self.st.flags & FT_DPI_S_DONE or payload.shape[0] == 0:
+            return
+        ft_dpi_packet(self.ctx, &self.st, &self.fi, &payload[0], payload.shape[0], cut, dir, seq)
+
+    def state(self):
+        label = self.labels[self.st.app] if self.st.detector and self.st.app < len(self.labels) else None
+        table = dpi_dissectors()["tcp" if self.st.l4 == 6 else "udp"] if self.st.l4 in (6, 17) else []
+        cands = [table[i][0] for i in range(len(table)) if (self.st.cand >> i) & 1]
+        return {"done": bool(self.st.flags & FT_DPI_S_DONE), "need_more": bool(self.st.flags & 0x20),
+                "candidates": cands, "label": label, "inspected": self.st.pkts}
+
+    def result(self):
+        cdef ft_dpi_out o
+        ft_dpi_export(self.ctx, &self.st, &self.fi, &o)
+        d = _out_dict(&o)
+        d["app"] = self.labels[o.app] if o.app < len(self.labels) else o.app
+        d["base"] = self.labels[o.base] if o.base else None
+        d["rule_id"] = o.rule
+        d["conf"] = o.conf
+        d["inspected"] = o.inspected
+        return d
+
+    def counters(self):
+        cdef ft_dpi_counters c = self.ctx.c
+        return {"packets_inspected": c.packets_inspected, "reassembly_started": c.reasm_started,
+                "reassembly_gaps": c.reasm_gaps, "flows_detected": c.flows_detected}

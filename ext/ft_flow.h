@@ -10,6 +10,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include "ft_record.h"
+#include "dpi/dpi_types.h" /* DPI (issue 5): struct ft_dpi_state, struct ft_dpi_out */
 
 /* Bidirectional flow key: endpoint A is the lower (address, port) pair, so both directions of a conversation
  * produce the same key. 48 bytes, compared with memcmp: all padding is explicit and zeroed. */
@@ -71,6 +72,8 @@ struct ft_flow {
     uint8_t _pad[3];
     uint16_t outer_vlan_id;
     uint16_t iface;             /* interface (pcapng) of the first packet */
+    /* ---- DPI (issue 5) ---- */
+    struct ft_dpi_state dpi;    /* 40 bytes: candidates, budget, verdict (ext/dpi/dpi_types.h) */
 };
 
 /* One exported flow record, oriented: src = initiator. Arrays of these are turned into Arrow columns. */
@@ -104,6 +107,8 @@ struct ft_flowrec {
     uint8_t icmp_code;
     uint8_t has_icmp;
     uint8_t _pad[4];
+    /* ---- DPI (issue 5) ---- */
+    struct ft_dpi_out dpi;      /* 448 bytes: label ids, confidence, server name, ALPN, ... */
 };
 
 struct ft_rec_field { const char *name; size_t offset; const char *fmt; };
@@ -121,6 +126,14 @@ static const struct ft_rec_field FT_FLOWREC_FIELDS[] = {
     FT_RFIELD(ip_version, "u1"), FT_RFIELD(proto, "u1"), FT_RFIELD(end_reason, "u1"), FT_RFIELD(tos, "u1"),
     FT_RFIELD(tunnel_type, "u1"), FT_RFIELD(icmp_type, "u1"), FT_RFIELD(icmp_code, "u1"),
     FT_RFIELD(has_icmp, "u1"),
+    /* ---- DPI (issue 5) ---- */
+#define FT_DFIELD(n, f) { "dpi_" #n, offsetof(struct ft_flowrec, dpi.n), f }
+    FT_DFIELD(server_name, "S128"), FT_DFIELD(alpn, "S32"), FT_DFIELD(version, "S48"),
+    FT_DFIELD(http_method, "S16"), FT_DFIELD(http_path, "S112"), FT_DFIELD(user_agent, "S112"),
+    FT_DFIELD(set, "<u2"), FT_DFIELD(truncated, "<u2"), FT_DFIELD(app, "<u2"), FT_DFIELD(base, "<u2"),
+    FT_DFIELD(rule, "<u2"), FT_DFIELD(dns_qtype, "<u2"), FT_DFIELD(dns_rcode, "u1"), FT_DFIELD(conf, "u1"),
+    FT_DFIELD(inspected, "u1"),
+#undef FT_DFIELD
 };
 static const int FT_FLOWREC_NFIELDS = sizeof(FT_FLOWREC_FIELDS) / sizeof(FT_FLOWREC_FIELDS[0]);
 

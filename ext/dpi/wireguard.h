@@ -1,0 +1,23 @@
+/* wireguard.h: WireGuard (www.wireguard.com/protocol): a message type byte and 3 reserved zero bytes;
+ * handshake initiation (1) is 148 bytes, response (2) 92, cookie reply (3) 64; transport data (4) is at
+ * least 32 bytes, a multiple of 16, and is accepted alone on port 51820 only.
+ */
+#ifndef FT_DPI_WIREGUARD_H
+#define FT_DPI_WIREGUARD_H
+#include "dpi_types.h"
+
+static inline int ft_dpi_wireguard(const uint8_t *p, uint32_t len, int dir, struct ft_dpi_state *st,
+                                   struct ft_dpi_out *out)
+{
+    (void)dir;
+    (void)out;
+    if (len < 32 || p[1] || p[2] || p[3])
+        return FT_DPI_EXCLUDED;
+    if ((p[0] == 1 && len == 148) || (p[0] == 2 && len == 92) || (p[0] == 3 && len == 64))
+        return FT_DPI_DETECTED;
+    if (p[0] == 4 && len % 16 == 0 && ft_dpi_port(st, 51820))
+        return FT_DPI_DETECTED;
+    return FT_DPI_EXCLUDED;
+}
+
+#endif /* FT_DPI_WIREGUARD_H */
