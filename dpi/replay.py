@@ -182,8 +182,8 @@ def replay(paths: list[str], output: str, config: EngineConfig | None = None, fm
                 res.errors.append(f"{path}: cannot read: {e.strerror or e}")
                 continue
             try:
-                for records, _data in reader:
-                    for batch in engine.add(records):
+                for records, data in reader:
+                    for batch in engine.add(records, data):  # data: payload bytes for DPI
                         emit(batch)
                     if progress is not None:
                         progress(Progress(fi, len(paths), path, reader.bytes_consumed, reader.total_bytes,
