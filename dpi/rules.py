@@ -402,11 +402,13 @@ def _names_meet(a, b) -> bool:
 
 
 def _may_overlap(a: Rule, b: Rule) -> bool:
-    """True when some flow could satisfy both rules (conservative for payload patterns: only identical
-    patterns are assumed to meet)."""
+    """True when some flow could satisfy both rules through the same port, name, address or ALPN (payload
+    patterns: only identical patterns are assumed to meet)."""
     if a.l4 and b.l4 and a.l4 != b.l4:
         return False
-    if a.ports and b.ports and a.side == b.side == 0 and not _ranges_meet(a.ports, b.ports):
+    # ports: a flow between two different well-known ports could satisfy two "either" rules, but that is
+    # not what a reader of the report wants to hear about: only a port both rules name counts
+    if a.ports and b.ports and not _ranges_meet(a.ports, b.ports):
         return False
     if a.cidrs and b.cidrs and not _cidrs_meet(a.cidrs, b.cidrs):
         return False

@@ -79,6 +79,10 @@ cdef extern from "ft_dpi.h" nogil:
         ft_rule_pat *pats
         uint32_t *payload
         uint32_t npayload
+        uint32_t *port_off
+        uint32_t *port_list
+        uint32_t *always
+        uint32_t nalways
 
     struct ft_dpi_ctx:
         uint32_t budget
@@ -128,6 +132,21 @@ cdef extern from "ft_dpi.h" nogil:
     void ft_dpi_finalize(ft_dpi_ctx *c, ft_dpi_state *st, const ft_dpi_flowinfo *fi)
     void ft_dpi_export(ft_dpi_ctx *c, ft_dpi_state *st, const ft_dpi_flowinfo *fi, ft_dpi_out *rec)
     void ft_dpi_flow_free(ft_dpi_ctx *c, ft_dpi_state *st)
+
+    # QUIC Initial cryptography (ext/dpi/quic_crypto.h), exposed to the tests only
+    struct ft_sha256:
+        pass
+    struct ft_aes128:
+        pass
+    void ft_sha256_init(ft_sha256 *s)
+    void ft_sha256_update(ft_sha256 *s, const uint8_t *p, uint32_t n)
+    void ft_sha256_final(ft_sha256 *s, uint8_t *out)
+    void ft_hmac_sha256(const uint8_t *key, uint32_t klen, const uint8_t *msg, uint32_t mlen, uint8_t *out)
+    void ft_hkdf_expand_label(const uint8_t *secret, const char *label, uint8_t *out, uint32_t length)
+    void ft_aes128_setkey(ft_aes128 *a, const uint8_t *key)
+    void ft_aes128_encrypt(const ft_aes128 *a, const uint8_t *inp, uint8_t *out)
+    int ft_sha_portable
+    int ft_aes_portable
 
 cdef extern from "ft_flow.h" nogil:
     struct ft_key:
@@ -494,7 +513,10 @@ cdef class FlowTable:
         cdef ft_flow *f = &self.flows[i]
         cdef ft_flowrec *r = &self.out[self.out_n]
         self.out_n += 1
-        memset(r, 0, sizeof(ft_flowrec))
+        # the DPI part (the record's last 448 bytes) is written whole by ft_dpi_export or below
+        memset(r, 0, (<char *> &r.dpi) - (<char *> r))
+        if self.dpi == NULL:
+            memset(&r.dpi, 0, sizeof(ft_dpi_out))
         r.flow_id = f.flow_id
         r.start_ns = f.rec_first_ns
         r.end_ns = f.rec_last_ns
@@ -1027,6 +1049,32 @@ cdef int install_rules(ft_rules *R, compiled) except -1:
                 ipay += 1
         T.n = len(rules)
         T.npayload = ipay
+        # port index (see struct ft_rules): narrow port rules by port, the others in `always`
+        per_port = {}
+        always = []
+        for i, d in enumerate(rules):
+            if d["flags"] & FT_RULE_PAYLOAD:
+                continue
+            width = sum(hi - lo + 1 for lo, hi in d["ports"])
+            if d["ports"] and width <= 4096:
+                for lo, hi in d["ports"]:
+                    for port in range(lo, hi + 1):
+                        per_port.setdefault(port, []).append(i)
+            else:
+                always.append(i)
+        T.port_off = <uint32_t *> _calloc_or_raise(65537, sizeof(uint32_t))
+        T.port_list = <uint32_t *> _calloc_or_raise(sum(len(v) for v in per_port.values()), sizeof(uint32_t))
+        T.always = <uint32_t *> _calloc_or_raise(len(always), sizeof(uint32_t))
+        k = 0
+        for port in range(65536):
+            T.port_off[port] = k
+            for i in sorted(set(per_port.get(port, ()))):
+                T.port_list[k] = i
+                k += 1
+        T.port_off[65536] = k
+        for j, i in enumerate(always):
+            T.always[j] = i
+        T.nalways = len(always)
     except BaseException:
         ft_dpi_rules_free(&T)
         raise
@@ -1126,3 +1174,101 @@ cdef class DpiFlow:
         cdef ft_dpi_counters c = self.ctx.c
         return {"packets_inspected": c.packets_inspected, "reassembly_started": c.reasm_started,
                 "reassembly_gaps": c.reasm_gaps, "flows_detected": c.flows_detected}
+
+
+# ---- QUIC Initial cryptography, for tests against hashlib and the RFC vectors ---------------------------
+
+def _crypto_sha256(const uint8_t[::1] data, bint portable=False):
+    cdef ft_sha256 s
+    cdef uint8_t out[32]
+    ft_sha_portable = portable
+    ft_sha256_init(&s)
+    if data.shape[0]:
+        ft_sha256_update(&s, &data[0], data.shape[0])
+    ft_sha256_final(&s, out)
+    ft_sha_portable = 0
+    return bytes(out[:32])
+
+
+def _crypto_hmac_sha256(bytes key, bytes msg):
+    cdef uint8_t out[32]
+    ft_hmac_sha256(key, len(key), msg, len(msg), out)
+    return bytes(out[:32])
+
+
+def _crypto_hkdf_expand_label(bytes secret, str label, int length):
+    cdef uint8_t out[32]
+    if len(secret) != 32 or not 0 < length <= 32:
+        raise ValueError("32-byte secret, length 1..32")
+    b = label.encode()
+    ft_hkdf_expand_label(secret, b, out, length)
+    return bytes(out[:length])
+
+
+def _crypto_aes128(bytes key, bytes block, bint portable=False):
+    cdef ft_aes128 a
+    cdef uint8_t out[16]
+    if len(key) != 16 or len(block) != 16:
+        raise ValueError("16-byte key and block")
+    ft_aes_portable = portable
+    ft_aes128_setkey(&a, key)
+    ft_aes128_encrypt(&a, block, out)
+    ft_aes_portable = 0
+    return bytes(out[:16])
+
+
+# ---- DPI (issue 5): text columns of flow records, built in one pass ---------------------------------------
+
+def dpi_text_columns(recs):
+    """server_name, alpn, version, http_method, http_path, user_agent of an array of FLOWREC_DTYPE, each as
+    (int32 offsets, uint8 data, validity mask bool) ready for pyarrow.StringArray.from_buffers; a field is
+    valid when its bit is set in the record's dpi.set. No Python object per record."""
+    if recs.dtype.itemsize != sizeof(ft_flowrec) or not recs.flags.c_contiguous:
+        raise ValueError("records must be a contiguous array of FLOWREC_DTYPE")
+    cdef Py_ssize_t n = len(recs)
+    cdef const uint8_t[::1] raw = recs.view(np.uint8).reshape(-1) if n else np.zeros(1, np.uint8)
+    cdef size_t offs[6]
+    cdef size_t widths[6]
+    cdef uint16_t bits[6]
+    offs[0] = <size_t> &(<ft_flowrec *> NULL).dpi.server_name[0]; widths[0] = 128; bits[0] = 0x001
+    offs[1] = <size_t> &(<ft_flowrec *> NULL).dpi.alpn[0]; widths[1] = 32; bits[1] = 0x002
+    offs[2] = <size_t> &(<ft_flowrec *> NULL).dpi.version[0]; widths[2] = 48; bits[2] = 0x008
+    offs[3] = <size_t> &(<ft_flowrec *> NULL).dpi.http_method[0]; widths[3] = 16; bits[3] = 0x010
+    offs[4] = <size_t> &(<ft_flowrec *> NULL).dpi.http_path[0]; widths[4] = 112; bits[4] = 0x020
+    offs[5] = <size_t> &(<ft_flowrec *> NULL).dpi.user_agent[0]; widths[5] = 112; bits[5] = 0x040
+    out = []
+    cdef int k
+    cdef Py_ssize_t i, total
+    cdef size_t j
+    cdef const ft_flowrec *r
+    cdef const char *s
+    cdef int32_t[::1] o
+    cdef uint8_t[::1] d
+    cdef uint8_t[::1] v
+    for k in range(6):
+        offsets = np.empty(n + 1, np.int32)
+        valid = np.zeros(n, np.uint8)
+        o = offsets
+        v = valid
+        total = 0
+        with nogil:
+            o[0] = 0
+            for i in range(n):
+                r = &(<const ft_flowrec *> &raw[0])[i]
+                if r.dpi.set & bits[k]:
+                    v[i] = 1
+                    s = (<const char *> r) + offs[k]
+                    j = 0
+                    while j < widths[k] and s[j] != 0:
+                        j += 1
+                    total += j
+                o[i + 1] = <int32_t> total
+        data = np.empty(max(total, 1), np.uint8)
+        d = data
+        with nogil:
+            for i in range(n):
+                if o[i + 1] > o[i]:
+                    r = &(<const ft_flowrec *> &raw[0])[i]
+                    memcpy(&d[o[i]], (<const char *> r) + offs[k], o[i + 1] - o[i])
+        out.append((offsets, data[:total], valid.view(bool)))
+    return out

@@ -79,74 +79,80 @@ struct ft_dissector {
     const char *name;     /* module name (ext/dpi/<name>.h) */
     ft_dpi_fn fn;
     uint16_t app;         /* label when it detects (the dissector may refine it through st->app) */
-    uint16_t ports[6];    /* with gated: the flow must use one of these ports (0 ends the list) */
     uint8_t gated;        /* 1: only a candidate when a port matches: weak signatures (text lines, one-
                              byte magic) that other traffic could imitate */
+    uint16_t ports[6];    /* with gated: the flow must use one of these ports (0 ends the list) */
+    uint8_t nfirst;       /* number of [lo, hi] ranges in first; 0: any first byte */
+    uint8_t first[12];    /* first payload bytes the dissector can accept: a flow whose first inspected
+                             byte is outside them is not shown to it (the same answer as EXCLUDED, found
+                             with one table lookup instead of a call) */
 };
 
 #define FT_DPI_GATED 1
+#define FT_PRINTABLE 2, {0x09, 0x0d, 0x20, 0x7e}
+#define FT_ANYBYTE 0, {0}
 
 /* Order matters: the first candidate to answer DETECTED wins, so strong signatures (TLS, HTTP) come first
  * and weaker ones after. At most 64 entries per table (the candidate set is a 64-bit mask). */
 static const struct ft_dissector FT_DPI_TCP[] = {
-    {"tls", ft_dpi_tls, FT_APP_TLS, {0}, 0},
-    {"http", ft_dpi_http, FT_APP_HTTP, {0}, 0},
-    {"http2", ft_dpi_http2, FT_APP_HTTP2, {0}, 0},
-    {"ssh", ft_dpi_ssh, FT_APP_SSH, {0}, 0},
-    {"smb", ft_dpi_smb, FT_APP_SMB, {0}, 0},
-    {"nvme_tcp", ft_dpi_nvme_tcp, FT_APP_NVME_TCP, {0}, 0},
-    {"iscsi", ft_dpi_iscsi, FT_APP_ISCSI, {0}, 0},
-    {"onc_rpc", ft_dpi_onc_rpc, FT_APP_ONC_RPC, {0}, 0},
-    {"postgresql", ft_dpi_postgresql, FT_APP_POSTGRESQL, {0}, 0},
-    {"mysql", ft_dpi_mysql, FT_APP_MYSQL, {0}, 0},
-    {"bgp", ft_dpi_bgp, FT_APP_BGP, {0}, 0},
-    {"mqtt", ft_dpi_mqtt, FT_APP_MQTT, {0}, 0},
-    {"kerberos", ft_dpi_kerberos, FT_APP_KERBEROS, {88, 464}, FT_DPI_GATED},
-    {"ldap", ft_dpi_ldap, FT_APP_LDAP, {0}, 0},
-    {"dns", ft_dpi_dns, FT_APP_DNS, {53, 5353, 5355, 853}, FT_DPI_GATED},
-    {"rtsp_sip", ft_dpi_sip, FT_APP_SIP, {0}, 0},
-    {"redis", ft_dpi_redis, FT_APP_REDIS, {0}, 0},
-    {"kafka", ft_dpi_kafka, FT_APP_KAFKA, {0}, 0},
-    {"fluentd", ft_dpi_fluentd, FT_APP_FLUENTD, {0}, 0},
-    {"tds", ft_dpi_tds, FT_APP_TDS, {0}, 0},
-    {"mongodb", ft_dpi_mongodb, FT_APP_MONGODB, {0}, 0},
-    {"rfb", ft_dpi_rfb, FT_APP_VNC, {0}, 0},
-    {"rdp", ft_dpi_rdp, FT_APP_RDP, {0}, 0},
-    {"amqp", ft_dpi_amqp, FT_APP_AMQP, {0}, 0},
-    {"ceph", ft_dpi_ceph, FT_APP_CEPH, {0}, 0},
-    {"zabbix", ft_dpi_zabbix, FT_APP_ZABBIX, {0}, 0},
-    {"mail", ft_dpi_mail, FT_APP_SMTP, {0}, 0},
-    {"ftp", ft_dpi_ftp, FT_APP_FTP, {21, 2121}, FT_DPI_GATED},
-    {"netbios", ft_dpi_netbios, FT_APP_NETBIOS, {139}, FT_DPI_GATED},
-    {"memcached", ft_dpi_memcached, FT_APP_MEMCACHED, {11211}, FT_DPI_GATED},
-    {"syslog", ft_dpi_syslog, FT_APP_SYSLOG, {514, 601, 6514}, FT_DPI_GATED},
-    {"socks", ft_dpi_socks, FT_APP_SOCKS, {1080, 1081, 9050, 9150}, FT_DPI_GATED},
-    {"openvpn", ft_dpi_openvpn, FT_APP_OPENVPN, {1194}, FT_DPI_GATED},
+    {"tls", ft_dpi_tls, FT_APP_TLS, 0, {0}, 1, {0x14, 0x17}},
+    {"http", ft_dpi_http, FT_APP_HTTP, 0, {0}, 1, {'C', 'U'}},
+    {"http2", ft_dpi_http2, FT_APP_HTTP2, 0, {0}, 1, {'P', 'P'}},
+    {"ssh", ft_dpi_ssh, FT_APP_SSH, 0, {0}, 1, {'S', 'S'}},
+    {"smb", ft_dpi_smb, FT_APP_SMB, 0, {0}, 1, {0x00, 0x00}},
+    {"nvme_tcp", ft_dpi_nvme_tcp, FT_APP_NVME_TCP, 0, {0}, 1, {0x00, 0x09}},
+    {"iscsi", ft_dpi_iscsi, FT_APP_ISCSI, 0, {0}, 1, {0x00, 0x7f}},
+    {"onc_rpc", ft_dpi_onc_rpc, FT_APP_ONC_RPC, 0, {0}, 2, {0x00, 0x01, 0x80, 0x81}},
+    {"postgresql", ft_dpi_postgresql, FT_APP_POSTGRESQL, 0, {0}, 2, {0x00, 0x00, 'Q', 'Q'}},
+    {"mysql", ft_dpi_mysql, FT_APP_MYSQL, 0, {0}, FT_ANYBYTE},
+    {"bgp", ft_dpi_bgp, FT_APP_BGP, 0, {0}, 1, {0xff, 0xff}},
+    {"mqtt", ft_dpi_mqtt, FT_APP_MQTT, 0, {0}, 2, {0x10, 0x10, 0x20, 0x20}},
+    {"kerberos", ft_dpi_kerberos, FT_APP_KERBEROS, FT_DPI_GATED, {88, 464}, 1, {0x00, 0x00}},
+    {"ldap", ft_dpi_ldap, FT_APP_LDAP, 0, {0}, 1, {0x30, 0x30}},
+    {"dns", ft_dpi_dns, FT_APP_DNS, FT_DPI_GATED, {53, 5353, 5355, 853}, FT_ANYBYTE},
+    {"sip", ft_dpi_sip, FT_APP_SIP, 0, {0}, 1, {'A', 'Z'}},
+    {"redis", ft_dpi_redis, FT_APP_REDIS, 0, {0}, FT_PRINTABLE},
+    {"kafka", ft_dpi_kafka, FT_APP_KAFKA, 0, {0}, 1, {0x00, 0x00}},
+    {"fluentd", ft_dpi_fluentd, FT_APP_FLUENTD, 0, {0}, 2, {0x92, 0x96, 0xdc, 0xdc}},
+    {"tds", ft_dpi_tds, FT_APP_TDS, 0, {0}, 4, {0x01, 0x01, 0x03, 0x08, 0x0e, 0x0e, 0x10, 0x12}},
+    {"mongodb", ft_dpi_mongodb, FT_APP_MONGODB, 0, {0}, FT_ANYBYTE},
+    {"rfb", ft_dpi_rfb, FT_APP_VNC, 0, {0}, 1, {'R', 'R'}},
+    {"rdp", ft_dpi_rdp, FT_APP_RDP, 0, {0}, 1, {0x03, 0x03}},
+    {"amqp", ft_dpi_amqp, FT_APP_AMQP, 0, {0}, 1, {'A', 'A'}},
+    {"ceph", ft_dpi_ceph, FT_APP_CEPH, 0, {0}, 1, {'c', 'c'}},
+    {"zabbix", ft_dpi_zabbix, FT_APP_ZABBIX, 0, {0}, 1, {'Z', 'Z'}},
+    {"mail", ft_dpi_mail, FT_APP_SMTP, 0, {0}, FT_PRINTABLE},
+    {"ftp", ft_dpi_ftp, FT_APP_FTP, FT_DPI_GATED, {21, 2121}, FT_PRINTABLE},
+    {"netbios", ft_dpi_netbios, FT_APP_NETBIOS, FT_DPI_GATED, {139}, 1, {0x81, 0x85}},
+    {"memcached", ft_dpi_memcached, FT_APP_MEMCACHED, FT_DPI_GATED, {11211}, 2, {0x20, 0x7e, 0x80, 0x81}},
+    {"syslog", ft_dpi_syslog, FT_APP_SYSLOG, FT_DPI_GATED, {514, 601, 6514}, 2, {'0', '9', '<', '<'}},
+    {"socks", ft_dpi_socks, FT_APP_SOCKS, FT_DPI_GATED, {1080, 1081, 9050, 9150}, 1, {0x04, 0x05}},
+    {"openvpn", ft_dpi_openvpn, FT_APP_OPENVPN, FT_DPI_GATED, {1194}, 1, {0x00, 0x08}},
 };
 
 static const struct ft_dissector FT_DPI_UDP[] = {
-    {"dns", ft_dpi_dns, FT_APP_DNS, {0}, 0},
-    {"quic", ft_dpi_quic, FT_APP_QUIC, {0}, 0},
-    {"roce", ft_dpi_roce, FT_APP_ROCEV2, {4791}, FT_DPI_GATED},
-    {"dtls", ft_dpi_dtls, FT_APP_DTLS, {0}, 0},
-    {"http", ft_dpi_http, FT_APP_HTTP, {0}, 0},
-    {"rtsp_sip", ft_dpi_sip, FT_APP_SIP, {0}, 0},
-    {"stun", ft_dpi_stun, FT_APP_STUN, {0}, 0},
-    {"dhcp", ft_dpi_dhcp, FT_APP_DHCP, {67, 68}, FT_DPI_GATED},
-    {"dhcpv6", ft_dpi_dhcpv6, FT_APP_DHCPV6, {546, 547}, FT_DPI_GATED},
-    {"ntp", ft_dpi_ntp, FT_APP_NTP, {123}, FT_DPI_GATED},
-    {"snmp", ft_dpi_snmp, FT_APP_SNMP, {161, 162, 10161, 10162}, FT_DPI_GATED},
-    {"kerberos", ft_dpi_kerberos, FT_APP_KERBEROS, {88, 464}, FT_DPI_GATED},
-    {"ldap", ft_dpi_ldap, FT_APP_LDAP, {389}, FT_DPI_GATED},
-    {"netbios", ft_dpi_netbios, FT_APP_NETBIOS, {137, 138}, FT_DPI_GATED},
-    {"radius", ft_dpi_radius, FT_APP_RADIUS, {1812, 1813, 1645, 1646, 3799}, FT_DPI_GATED},
-    {"onc_rpc", ft_dpi_onc_rpc, FT_APP_ONC_RPC, {0}, 0},
-    {"ike", ft_dpi_ike, FT_APP_IPSEC, {500, 4500}, FT_DPI_GATED},
-    {"wireguard", ft_dpi_wireguard, FT_APP_WIREGUARD, {0}, 0},
-    {"openvpn", ft_dpi_openvpn, FT_APP_OPENVPN, {1194}, FT_DPI_GATED},
-    {"syslog", ft_dpi_syslog, FT_APP_SYSLOG, {514}, FT_DPI_GATED},
-    {"statsd", ft_dpi_statsd, FT_APP_DOGSTATSD, {8125}, FT_DPI_GATED},
-    {"memcached", ft_dpi_memcached, FT_APP_MEMCACHED, {11211}, FT_DPI_GATED},
+    {"dns", ft_dpi_dns, FT_APP_DNS, 0, {0}, FT_ANYBYTE},
+    {"quic", ft_dpi_quic, FT_APP_QUIC, 0, {0}, FT_ANYBYTE},
+    {"roce", ft_dpi_roce, FT_APP_ROCEV2, FT_DPI_GATED, {4791}, FT_ANYBYTE},
+    {"dtls", ft_dpi_dtls, FT_APP_DTLS, 0, {0}, 1, {0x16, 0x16}},
+    {"http", ft_dpi_http, FT_APP_HTTP, 0, {0}, 1, {'C', 'U'}},
+    {"sip", ft_dpi_sip, FT_APP_SIP, 0, {0}, 1, {'A', 'Z'}},
+    {"stun", ft_dpi_stun, FT_APP_STUN, 0, {0}, 1, {0x00, 0x3f}},
+    {"dhcp", ft_dpi_dhcp, FT_APP_DHCP, FT_DPI_GATED, {67, 68}, 1, {0x01, 0x02}},
+    {"dhcpv6", ft_dpi_dhcpv6, FT_APP_DHCPV6, FT_DPI_GATED, {546, 547}, 1, {0x01, 0x24}},
+    {"ntp", ft_dpi_ntp, FT_APP_NTP, FT_DPI_GATED, {123}, FT_ANYBYTE},
+    {"snmp", ft_dpi_snmp, FT_APP_SNMP, FT_DPI_GATED, {161, 162, 10161, 10162}, 1, {0x30, 0x30}},
+    {"kerberos", ft_dpi_kerberos, FT_APP_KERBEROS, FT_DPI_GATED, {88, 464}, 3, {0x00, 0x0f, 0x6a, 0x6f, 0x7e, 0x7e}},
+    {"ldap", ft_dpi_ldap, FT_APP_LDAP, FT_DPI_GATED, {389}, 1, {0x30, 0x30}},
+    {"netbios", ft_dpi_netbios, FT_APP_NETBIOS, FT_DPI_GATED, {137, 138}, FT_ANYBYTE},
+    {"radius", ft_dpi_radius, FT_APP_RADIUS, FT_DPI_GATED, {1812, 1813, 1645, 1646, 3799}, 3, {1, 5, 11, 13, 40, 45}},
+    {"onc_rpc", ft_dpi_onc_rpc, FT_APP_ONC_RPC, 0, {0}, FT_ANYBYTE},
+    {"ike", ft_dpi_ike, FT_APP_IPSEC, FT_DPI_GATED, {500, 4500}, FT_ANYBYTE},
+    {"wireguard", ft_dpi_wireguard, FT_APP_WIREGUARD, 0, {0}, 1, {0x01, 0x04}},
+    {"openvpn", ft_dpi_openvpn, FT_APP_OPENVPN, FT_DPI_GATED, {1194}, 2, {0x38, 0x47, 0x50, 0x57}},
+    {"syslog", ft_dpi_syslog, FT_APP_SYSLOG, FT_DPI_GATED, {514}, 1, {'<', '<'}},
+    {"statsd", ft_dpi_statsd, FT_APP_DOGSTATSD, FT_DPI_GATED, {8125}, FT_PRINTABLE},
+    {"memcached", ft_dpi_memcached, FT_APP_MEMCACHED, FT_DPI_GATED, {11211}, FT_ANYBYTE},
 };
 
 #define FT_DPI_NTCP ((int)(sizeof(FT_DPI_TCP) / sizeof(FT_DPI_TCP[0])))
@@ -209,6 +215,13 @@ struct ft_rules {
     struct ft_rule_pat *pats;
     uint32_t *payload;            /* indices of rules with payload patterns, in rank order */
     uint32_t npayload;
+    /* Port index, so that a flow is checked against the rules naming one of its ports and the rules without
+     * ports, not against all of them: port_off[p] .. port_off[p + 1] index port_list, the rules (rank order)
+     * whose port ranges contain p; `always` lists the rules without ports or with wide ranges. */
+    uint32_t *port_off;           /* 65537 entries, or NULL when there are no rules */
+    uint32_t *port_list;
+    uint32_t *always;
+    uint32_t nalways;
 };
 
 /* ---- pools and context -------------------------------------------------------------------------------- */
@@ -273,6 +286,9 @@ static inline void ft_dpi_rules_free(struct ft_rules *r)
     free(r->names);
     free(r->pats);
     free(r->payload);
+    free(r->port_off);
+    free(r->port_list);
+    free(r->always);
     memset(r, 0, sizeof(*r));
 }
 
@@ -362,6 +378,31 @@ static inline const struct ft_dissector *ft_dpi_table(uint8_t l4, int *n)
     }
     *n = 0;
     return 0;
+}
+
+/* Per table and first payload byte, the dissectors that can accept it (bit i = entry i); built once from
+ * the tables' `first` ranges. */
+static uint64_t ft_dpi_first_mask[2][256];
+static int ft_dpi_first_ready;
+
+static inline void ft_dpi_first_init(void)
+{
+    for (int t = 0; t < 2; t++) {
+        const struct ft_dissector *tab = t ? FT_DPI_UDP : FT_DPI_TCP;
+        int n = t ? FT_DPI_NUDP : FT_DPI_NTCP;
+        for (int b = 0; b < 256; b++) {
+            uint64_t m = 0;
+            for (int i = 0; i < n; i++) {
+                int ok = tab[i].nfirst == 0;
+                for (int k = 0; k < tab[i].nfirst && k < 6; k++)
+                    ok |= b >= tab[i].first[2 * k] && b <= tab[i].first[2 * k + 1];
+                if (ok)
+                    m |= 1ull << i;
+            }
+            ft_dpi_first_mask[t][b] = m;
+        }
+    }
+    ft_dpi_first_ready = 1;
 }
 
 /* app_rule ids of dissectors: 1 + index in the TCP table, 65 + index in the UDP table. */
@@ -638,15 +679,27 @@ static inline void ft_dpi_finalize(struct ft_dpi_ctx *c, struct ft_dpi_state *st
     const struct ft_dpi_out *o = st->ext >= 0 ? &c->ext[st->ext].out : 0;
     uint16_t verdict = st->detector ? st->app : 0;
     int32_t best = st->prule ? (int32_t)st->prule - 1 : -1;
-    for (uint32_t i = 0; i < R->n; i++) {
-        const struct ft_rule *r = &R->r[i];
-        if (best >= 0 && R->r[best].rank <= r->rank)
-            break; /* rules are sorted by rank */
-        if (r->flags & FT_RULE_PAYLOAD)
-            continue;
-        if (ft_rule_holds(R, r, st, fi, o, verdict)) {
-            best = (int32_t)i;
-            break;
+    if (R->n && R->port_off) {
+        /* merge three rank-ordered lists (rules without ports, rules of each port); rank = index, so the
+         * first rule that holds is the best one */
+        const uint32_t *L[3] = {R->always, R->port_list + R->port_off[st->port[0]],
+                                R->port_list + R->port_off[st->port[1]]};
+        uint32_t N[3] = {R->nalways, R->port_off[st->port[0] + 1] - R->port_off[st->port[0]],
+                         st->port[1] == st->port[0] ? 0 : R->port_off[st->port[1] + 1] - R->port_off[st->port[1]]};
+        uint32_t at[3] = {0, 0, 0};
+        uint32_t total = N[0] + N[1] + N[2];
+        for (uint32_t step = 0; step < total; step++) {
+            int k = -1;
+            for (int j = 0; j < 3; j++)
+                if (at[j] < N[j] && (k < 0 || L[j][at[j]] < L[k][at[k]]))
+                    k = j;
+            uint32_t i = L[k][at[k]++];
+            if (best >= 0 && (int32_t)i >= best)
+                break;
+            if (ft_rule_holds(R, &R->r[i], st, fi, o, verdict)) {
+                best = (int32_t)i;
+                break;
+            }
         }
     }
     if (best >= 0) {
@@ -731,6 +784,9 @@ static inline void ft_dpi_packet(struct ft_dpi_ctx *c, struct ft_dpi_state *st, 
         ft_dpi_commit(c, st);
         need = rv == FT_DPI_NEED_MORE && (st->flags & FT_DPI_S_EXTRA);
     } else {
+        if (!ft_dpi_first_ready)
+            ft_dpi_first_init();
+        st->cand &= ft_dpi_first_mask[st->l4 == 17][view[0]];
         uint64_t m = st->cand;
         for (int k = 0; k < 64 && m; k++) {
             int i = __builtin_ctzll(m);

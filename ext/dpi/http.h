@@ -20,6 +20,8 @@ static inline int ft_http_method(const uint8_t *p, uint32_t len)
         "NOTIFY ", "M-SEARCH ", "SUBSCRIBE ", "UNSUBSCRIBE ", "PURGE ", "MKCALENDAR ",
     };
     int partial = 0;
+    if (len == 0 || p[0] < 'C' || p[0] > 'U') /* every method starts with C..U: binary data leaves here */
+        return 0;
     for (uint32_t i = 0; i < sizeof(m) / sizeof(m[0]); i++) {
         uint32_t n = (uint32_t)strlen(m[i]);
         if (len >= n) {

@@ -11,6 +11,8 @@ static inline int ft_dpi_mail(const uint8_t *p, uint32_t len, int dir, struct ft
 {
     (void)out;
     int d = ft_dpi_dir(dir);
+    if (len < 4 || !ft_dpi_printable(p, 4)) /* text protocols: binary data leaves before the line scan */
+        return FT_DPI_EXCLUDED;
     int32_t e = ft_dpi_crlf(p, len < 1024 ? len : 1024, 0);
     if (e < 0) /* wait for the end of the line while what came is text */
         return (len >= 1024 || !ft_dpi_printable(p, p[len - 1] == '\r' ? len - 1 : len)) ? FT_DPI_EXCLUDED

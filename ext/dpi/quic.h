@@ -122,11 +122,13 @@ static inline uint32_t ft_quic_initial(const uint8_t *p, uint32_t len, uint32_t 
         return 0;
 
     uint8_t secret[32], csecret[32], key[16], iv[12], hp[16], mask[16];
+    struct ft_hmac h;
     ft_hmac_sha256(salt, 20, dcid, dcil, secret); /* HKDF-Extract(salt, DCID) */
     ft_hkdf_expand_label(secret, "client in", csecret, 32);
-    ft_hkdf_expand_label(csecret, v2 ? "quicv2 key" : "quic key", key, 16);
-    ft_hkdf_expand_label(csecret, v2 ? "quicv2 iv" : "quic iv", iv, 12);
-    ft_hkdf_expand_label(csecret, v2 ? "quicv2 hp" : "quic hp", hp, 16);
+    ft_hmac_init(&h, csecret, 32);
+    ft_hkdf_expand_label_h(&h, v2 ? "quicv2 key" : "quic key", key, 16);
+    ft_hkdf_expand_label_h(&h, v2 ? "quicv2 iv" : "quic iv", iv, 12);
+    ft_hkdf_expand_label_h(&h, v2 ? "quicv2 hp" : "quic hp", hp, 16);
     struct ft_aes128 aes;
     ft_aes128_setkey(&aes, hp);
     ft_aes128_encrypt(&aes, p + pn_off + 4, mask); /* sample: 16 bytes, 4 after the packet number start */

@@ -65,6 +65,68 @@ static inline void ft_sha256_block(uint32_t h[8], const uint8_t *b)
     h[0] += a; h[1] += bb; h[2] += c; h[3] += d; h[4] += e; h[5] += f; h[6] += g; h[7] += hh;
 }
 
+/* SHA-NI (x86-64 SHA extensions, chosen at run time): each sha256rnds2 does two rounds in hardware, and
+ * sha256msg1/msg2 the message schedule. The state is kept as ABEF / CDGH halves, the layout the
+ * instructions use. ft_sha_portable forces the C path (tests compare the two). */
+static int ft_sha_portable;
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+#define FT_SHANI 1
+static int ft_shani_state = -1;
+
+static inline int ft_shani(void)
+{
+    if (ft_shani_state < 0) {
+        __builtin_cpu_init();
+        ft_shani_state = __builtin_cpu_supports("sha") && __builtin_cpu_supports("sse4.1") ? 1 : 0;
+    }
+    return ft_shani_state && !ft_sha_portable;
+}
+
+__attribute__((target("sha,sse4.1"))) static inline void ft_sha256_block_ni(uint32_t h[8], const uint8_t *b)
+{
+    const __m128i bswap = _mm_set_epi64x(0x0c0d0e0f08090a0bULL, 0x0405060700010203ULL);
+    __m128i t = _mm_shuffle_epi32(_mm_loadu_si128((const __m128i *)&h[0]), 0xB1); /* CDAB */
+    __m128i s1 = _mm_shuffle_epi32(_mm_loadu_si128((const __m128i *)&h[4]), 0x1B); /* EFGH */
+    __m128i s0 = _mm_alignr_epi8(t, s1, 8);                                       /* ABEF */
+    s1 = _mm_blend_epi16(s1, t, 0xF0);                                            /* CDGH */
+    __m128i abef = s0, cdgh = s1, w[4];
+    for (int i = 0; i < 16; i++) { /* 4 rounds per step */
+        if (i < 4)
+            w[i] = _mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)(b + 16 * i)), bswap);
+        __m128i m = _mm_add_epi32(w[i & 3], _mm_loadu_si128((const __m128i *)&FT_SHA256_K[4 * i]));
+        s1 = _mm_sha256rnds2_epu32(s1, s0, m);
+        if (i >= 3 && i < 15) { /* schedule: next words from the four before */
+            __m128i x = _mm_add_epi32(w[(i + 1) & 3], _mm_alignr_epi8(w[i & 3], w[(i + 3) & 3], 4));
+            w[(i + 1) & 3] = _mm_sha256msg2_epu32(x, w[i & 3]);
+        }
+        m = _mm_shuffle_epi32(m, 0x0E);
+        s0 = _mm_sha256rnds2_epu32(s0, s1, m);
+        if (i >= 1 && i < 13)
+            w[(i + 3) & 3] = _mm_sha256msg1_epu32(w[(i + 3) & 3], w[i & 3]);
+    }
+    s0 = _mm_add_epi32(s0, abef);
+    s1 = _mm_add_epi32(s1, cdgh);
+    t = _mm_shuffle_epi32(s0, 0x1B);   /* FEBA */
+    s1 = _mm_shuffle_epi32(s1, 0xB1);  /* DCHG */
+    s0 = _mm_blend_epi16(t, s1, 0xF0); /* DCBA */
+    s1 = _mm_alignr_epi8(s1, t, 8);    /* HGFE */
+    _mm_storeu_si128((__m128i *)&h[0], s0);
+    _mm_storeu_si128((__m128i *)&h[4], s1);
+}
+#endif
+
+static inline void ft_sha256_compress(uint32_t h[8], const uint8_t *b)
+{
+#ifdef FT_SHANI
+    if (ft_shani()) {
+        ft_sha256_block_ni(h, b);
+        return;
+    }
+#endif
+    ft_sha256_block(h, b);
+}
+
 static inline void ft_sha256_init(struct ft_sha256 *s)
 {
     static const uint32_t H0[8] = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
@@ -84,7 +146,7 @@ static inline void ft_sha256_update(struct ft_sha256 *s, const uint8_t *p, uint3
         p += k;
         len -= k;
         if (s->n == 64) {
-            ft_sha256_block(s->h, s->buf);
+            ft_sha256_compress(s->h, s->buf);
             s->n = 0;
         }
     }
@@ -109,30 +171,48 @@ static inline void ft_sha256_final(struct ft_sha256 *s, uint8_t out[32])
     }
 }
 
-/* HMAC-SHA256 (RFC 2104) of msg under a key of at most 64 bytes (all keys here are 20 or 32 bytes). */
-static inline void ft_hmac_sha256(const uint8_t *key, uint32_t klen, const uint8_t *msg, uint32_t mlen,
-                                  uint8_t out[32])
+/* HMAC-SHA256 (RFC 2104) with the key's inner and outer pad blocks hashed once: several MACs under one key
+ * (HKDF-Expand-Label derives key, IV and header-protection key from the same secret) then cost two
+ * compressions each instead of four. Keys of at most 64 bytes (all keys here are 20 or 32 bytes). */
+struct ft_hmac { struct ft_sha256 inner, outer; };
+
+static inline void ft_hmac_init(struct ft_hmac *h, const uint8_t *key, uint32_t klen)
 {
-    uint8_t k[64], pad[64], inner[32];
-    struct ft_sha256 s;
+    uint8_t k[64], pad[64];
     memset(k, 0, sizeof(k));
     memcpy(k, key, klen > 64 ? 64 : klen);
     for (int i = 0; i < 64; i++)
         pad[i] = k[i] ^ 0x36;
-    ft_sha256_init(&s);
-    ft_sha256_update(&s, pad, 64);
-    ft_sha256_update(&s, msg, mlen);
-    ft_sha256_final(&s, inner);
+    ft_sha256_init(&h->inner);
+    ft_sha256_update(&h->inner, pad, 64);
     for (int i = 0; i < 64; i++)
         pad[i] = k[i] ^ 0x5c;
-    ft_sha256_init(&s);
-    ft_sha256_update(&s, pad, 64);
+    ft_sha256_init(&h->outer);
+    ft_sha256_update(&h->outer, pad, 64);
+}
+
+static inline void ft_hmac_mac(const struct ft_hmac *h, const uint8_t *msg, uint32_t mlen, uint8_t out[32])
+{
+    struct ft_sha256 s = h->inner;
+    uint8_t inner[32];
+    ft_sha256_update(&s, msg, mlen);
+    ft_sha256_final(&s, inner);
+    s = h->outer;
     ft_sha256_update(&s, inner, 32);
     ft_sha256_final(&s, out);
 }
 
-/* HKDF-Expand-Label(secret, label, "", length) of TLS 1.3, for length <= 32 (one HMAC block). */
-static inline void ft_hkdf_expand_label(const uint8_t secret[32], const char *label, uint8_t *out, uint32_t length)
+static inline void ft_hmac_sha256(const uint8_t *key, uint32_t klen, const uint8_t *msg, uint32_t mlen,
+                                  uint8_t out[32])
+{
+    struct ft_hmac h;
+    ft_hmac_init(&h, key, klen);
+    ft_hmac_mac(&h, msg, mlen, out);
+}
+
+/* HKDF-Expand-Label(secret, label, "", length) of TLS 1.3, for length <= 32 (one HMAC block), with the
+ * secret's HMAC state h prepared by ft_hmac_init. */
+static inline void ft_hkdf_expand_label_h(const struct ft_hmac *h, const char *label, uint8_t *out, uint32_t length)
 {
     uint8_t info[64], t[32];
     uint32_t ll = (uint32_t)strlen(label), n = 0;
@@ -145,8 +225,15 @@ static inline void ft_hkdf_expand_label(const uint8_t secret[32], const char *la
     n += ll;
     info[n++] = 0;    /* empty context */
     info[n++] = 0x01; /* HKDF-Expand block counter T(1) */
-    ft_hmac_sha256(secret, 32, info, n, t);
+    ft_hmac_mac(h, info, n, t);
     memcpy(out, t, length);
+}
+
+static inline void ft_hkdf_expand_label(const uint8_t secret[32], const char *label, uint8_t *out, uint32_t length)
+{
+    struct ft_hmac h;
+    ft_hmac_init(&h, secret, 32);
+    ft_hkdf_expand_label_h(&h, label, out, length);
 }
 
 /* ---- AES-128 (encryption only: QUIC's header protection and GCM's counter mode never decrypt blocks) ---- */
@@ -190,7 +277,38 @@ static inline void ft_aes_init(void)
     t->ready = 1;
 }
 
-struct ft_aes128 { uint32_t rk[44]; };
+struct ft_aes128 {
+    uint32_t rk[44];       /* round keys as big-endian words (table path) */
+    uint8_t rkb[176];      /* the same bytes in memory order (AES-NI path) */
+};
+
+/* AES-NI, when the CPU has it (x86-64; chosen at run time): one instruction per round instead of 16 table
+ * lookups. ft_aes_portable forces the table path (tests compare the two). */
+static int ft_aes_portable;
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+#define FT_AESNI 1
+static int ft_aesni_state = -1; /* -1 unknown, 0 absent, 1 present */
+
+__attribute__((target("aes,sse2"))) static inline void ft_aesni_encrypt(const uint8_t rkb[176], const uint8_t in[16],
+                                                                         uint8_t out[16])
+{
+    __m128i x = _mm_xor_si128(_mm_loadu_si128((const __m128i *)in), _mm_loadu_si128((const __m128i *)rkb));
+    for (int r = 1; r < 10; r++)
+        x = _mm_aesenc_si128(x, _mm_loadu_si128((const __m128i *)(rkb + 16 * r)));
+    x = _mm_aesenclast_si128(x, _mm_loadu_si128((const __m128i *)(rkb + 160)));
+    _mm_storeu_si128((__m128i *)out, x);
+}
+
+static inline int ft_aesni(void)
+{
+    if (ft_aesni_state < 0) {
+        __builtin_cpu_init();
+        ft_aesni_state = __builtin_cpu_supports("aes") ? 1 : 0;
+    }
+    return ft_aesni_state && !ft_aes_portable;
+}
+#endif
 
 static inline void ft_aes128_setkey(struct ft_aes128 *a, const uint8_t key[16])
 {
@@ -210,10 +328,22 @@ static inline void ft_aes128_setkey(struct ft_aes128 *a, const uint8_t key[16])
         }
         a->rk[i] = a->rk[i - 4] ^ t;
     }
+    for (int i = 0; i < 44; i++) {
+        a->rkb[4 * i] = (uint8_t)(a->rk[i] >> 24);
+        a->rkb[4 * i + 1] = (uint8_t)(a->rk[i] >> 16);
+        a->rkb[4 * i + 2] = (uint8_t)(a->rk[i] >> 8);
+        a->rkb[4 * i + 3] = (uint8_t)a->rk[i];
+    }
 }
 
 static inline void ft_aes128_encrypt(const struct ft_aes128 *a, const uint8_t in[16], uint8_t out[16])
 {
+#ifdef FT_AESNI
+    if (ft_aesni()) {
+        ft_aesni_encrypt(a->rkb, in, out);
+        return;
+    }
+#endif
     const uint32_t *rk = a->rk;
     const uint32_t(*T)[256] = ft_aes_tab.te;
     const uint8_t *S = ft_aes_tab.sbox;
