@@ -774,7 +774,9 @@ static inline void ft_dpi_packet(struct ft_dpi_ctx *c, struct ft_dpi_state *st, 
         st->dir_pkts[dir]++;
     c->c.packets_inspected++;
     int last = st->pkts >= c->budget;
-    int final = cut || last;
+    /* a TCP view cut by the snap length can never grow (the next segment leaves a gap); a cut datagram is
+     * just one datagram: NEED_MORE then means "show me the next one" */
+    int final = (cut && tcp) || last;
     int arg = dir | (final ? FT_DPI_FINAL : 0);
     int need = 0;
 

@@ -8,11 +8,12 @@
 
 static inline int ft_dpi_dhcp(const uint8_t *p, uint32_t len, int dir, struct ft_dpi_state *st, struct ft_dpi_out *out)
 {
-    (void)dir;
     (void)st;
     (void)out;
-    if (len < 240 || (p[0] != 1 && p[0] != 2) || p[3] > 16)
+    if ((p[0] != 1 && p[0] != 2) || (len >= 4 && p[3] > 16))
         return FT_DPI_EXCLUDED;
+    if (len < 240)
+        return ft_dpi_more(dir);
     if (p[1] == 1 && p[2] != 6) /* Ethernet hardware address length */
         return FT_DPI_EXCLUDED;
     if (ft_rd32(p + 236) != 0x63825363)
@@ -23,11 +24,12 @@ static inline int ft_dpi_dhcp(const uint8_t *p, uint32_t len, int dir, struct ft
 static inline int ft_dpi_dhcpv6(const uint8_t *p, uint32_t len, int dir, struct ft_dpi_state *st,
                                 struct ft_dpi_out *out)
 {
-    (void)dir;
     (void)st;
     (void)out;
-    if (len < 4 || p[0] < 1 || p[0] > 36)
+    if (p[0] < 1 || p[0] > 36)
         return FT_DPI_EXCLUDED;
+    if (len < 4)
+        return ft_dpi_more(dir);
     if (p[0] == 12 || p[0] == 13) /* relay-forw / relay-repl: hop count, link and peer addresses */
         return len >= 34 && p[1] <= 32 ? FT_DPI_DETECTED : FT_DPI_EXCLUDED;
     /* options after the transaction id: code (2), length (2); the first must fit */

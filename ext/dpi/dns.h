@@ -127,6 +127,8 @@ static inline int ft_dns_msg(const uint8_t *m, uint32_t len, int wellknown, int 
 
 static inline int ft_dpi_dns(const uint8_t *p, uint32_t len, int dir, struct ft_dpi_state *st, struct ft_dpi_out *out)
 {
+    if (ft_dpi_port(st, 137) || ft_dpi_port(st, 138))
+        return FT_DPI_EXCLUDED; /* NetBIOS name/datagram service: DNS-like, but netbios.h's */
     int mdns = ft_dpi_port(st, 5353), llmnr = ft_dpi_port(st, 5355);
     int wellknown = ft_dpi_port(st, 53) || mdns || llmnr || ft_dpi_port(st, 853) || ft_dpi_port(st, 5300);
     const uint8_t *m = p;

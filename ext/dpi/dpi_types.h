@@ -12,8 +12,11 @@
  *            byte on (the registry reassembles up to FT_DPI_REASM_BYTES). Every read is bounds-checked
  *            against len by the dissector.
  *   dir      bit 0: 0 = from the flow's initiator (client), 1 = from the responder (server).
- *            FT_DPI_FINAL: this view will not grow (cut by the snap length, reassembly buffer full, or the
- *            last packet of the budget): answer DETECTED or EXCLUDED now, NEED_MORE counts as EXCLUDED.
+ *            FT_DPI_FINAL: this view will not grow (TCP bytes cut by the snap length, reassembly buffer
+ *            full, or the last packet of the budget): answer DETECTED or EXCLUDED now, NEED_MORE counts as
+ *            EXCLUDED.
+ *   UDP      each datagram is a view of its own (unless the dissector sets FT_DPI_S_GATHER): NEED_MORE on a
+ *            datagram too short to tell (cut by the snap length) means "show me the next datagram".
  *   st       per-flow state: ports, L4 protocol, packets seen per direction; st->app may be set on
  *            DETECTED to refine the dissector's label (the HTTP dissector says "prometheus" for a scrape);
  *            st->flags |= FT_DPI_S_EXTRA on DETECTED asks for more packets of the flow (up to the budget) to

@@ -9,13 +9,16 @@
 
 static inline int ft_dpi_dtls(const uint8_t *p, uint32_t len, int dir, struct ft_dpi_state *st, struct ft_dpi_out *out)
 {
-    (void)dir;
     (void)st;
-    if (len < 13 + 12 || p[0] != 22 || p[1] != 0xfe || (p[2] != 0xff && p[2] != 0xfd && p[2] != 0xfc))
+    if (p[0] != 22 || (len >= 2 && p[1] != 0xfe) || (len >= 3 && p[2] != 0xff && p[2] != 0xfd && p[2] != 0xfc))
         return FT_DPI_EXCLUDED;
+    if (len < 13 + 12)
+        return ft_dpi_more(dir);
     uint32_t rlen = ft_rd16(p + 11);
-    if (rlen < 12 || 13 + rlen > len)
+    if (rlen < 12)
         return FT_DPI_EXCLUDED;
+    if (13 + rlen > len)
+        return ft_dpi_more(dir);
     uint8_t hs = p[13];
     uint32_t hlen = ft_rd24(p + 14), foff = ft_rd24(p + 19), flen = ft_rd24(p + 22);
     if (hs < 1 || hs > 24 || foff + flen > hlen || flen + 12 > rlen)

@@ -9,7 +9,6 @@
 
 static inline int ft_dpi_ike(const uint8_t *p, uint32_t len, int dir, struct ft_dpi_state *st, struct ft_dpi_out *out)
 {
-    (void)dir;
     st->app = FT_APP_IPSEC;
     if (ft_dpi_port(st, 4500)) {
         if (len == 1 && p[0] == 0xff)
@@ -17,12 +16,12 @@ static inline int ft_dpi_ike(const uint8_t *p, uint32_t len, int dir, struct ft_
         if (len >= 8 && ft_rd32(p) != 0)
             return len >= 16 ? FT_DPI_DETECTED : FT_DPI_EXCLUDED; /* ESP: SPI, sequence, payload */
         if (len < 4)
-            return FT_DPI_EXCLUDED;
+            return ft_dpi_more(dir);
         p += 4;
         len -= 4;
     }
     if (len < 28)
-        return FT_DPI_EXCLUDED;
+        return ft_dpi_more(dir);
     uint8_t ver = p[17], xchg = p[18];
     if ((p[0] | p[1] | p[2] | p[3] | p[4] | p[5] | p[6] | p[7]) == 0 || ft_rd32(p + 24) != len)
         return FT_DPI_EXCLUDED;

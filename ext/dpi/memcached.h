@@ -12,7 +12,9 @@ static inline int ft_dpi_memcached(const uint8_t *p, uint32_t len, int dir, stru
 {
     (void)out;
     if (st->l4 == 17) {
-        if (len < 8 || ft_rd16(p + 6) != 0 || ft_rd16(p + 4) == 0 || ft_rd16(p + 2) >= ft_rd16(p + 4))
+        if (len < 8)
+            return ft_dpi_more(dir);
+        if (ft_rd16(p + 6) != 0 || ft_rd16(p + 4) == 0 || ft_rd16(p + 2) >= ft_rd16(p + 4))
             return FT_DPI_EXCLUDED;
         p += 8;
         len -= 8;

@@ -37,7 +37,7 @@ static inline int ft_dpi_netbios(const uint8_t *p, uint32_t len, int dir, struct
     }
     if (ft_dpi_port(st, 137)) {
         if (len < 12 + 34 + 4)
-            return FT_DPI_EXCLUDED;
+            return ft_dpi_more(dir);
         uint16_t flags = ft_rd16(p + 2);
         uint16_t qd = ft_rd16(p + 4), an = ft_rd16(p + 6);
         int op = (flags >> 11) & 0xf;
@@ -48,9 +48,11 @@ static inline int ft_dpi_netbios(const uint8_t *p, uint32_t len, int dir, struct
         return FT_DPI_DETECTED;
     }
     /* datagram service: type 0x10-0x16, flags, id, source IP, source port, then length and offset */
-    if (len < 14 || p[0] < 0x10 || p[0] > 0x16)
+    if (p[0] < 0x10 || p[0] > 0x16)
         return FT_DPI_EXCLUDED;
-    if (p[0] <= 0x12 && (len < 14 + 34 || !ft_nb_name(p + 14, len - 14)))
+    if (len < 14 || (p[0] <= 0x12 && len < 14 + 34))
+        return ft_dpi_more(dir);
+    if (p[0] <= 0x12 && !ft_nb_name(p + 14, len - 14))
         return FT_DPI_EXCLUDED;
     return FT_DPI_DETECTED;
 }

@@ -21,7 +21,7 @@ static inline int ft_dpi_openvpn(const uint8_t *p, uint32_t len, int dir, struct
         n -= 2;
     }
     if (n < 14)
-        return st->l4 == 6 ? ft_dpi_more(dir) : FT_DPI_EXCLUDED;
+        return ft_dpi_more(dir);
     uint8_t op = m[0] >> 3;
     return (op == 7 || op == 8 || op == 10) ? FT_DPI_DETECTED : FT_DPI_EXCLUDED;
 }

@@ -93,9 +93,10 @@ static inline int ft_quic_version_name(uint32_t v, struct ft_dpi_out *out)
 }
 
 /* Decrypts the Initial packet at p[0..len) (long header already checked, version v) and copies its CRYPTO
- * frames into crypto[]/have[] at their stream offsets. Returns the bytes the packet occupies (so that
- * coalesced packets can be walked), or 0 when it cannot be read. */
-static inline uint32_t ft_quic_initial(const uint8_t *p, uint32_t len, uint32_t v, uint8_t *crypto, uint8_t *have)
+ * frames into crypto[]/have[] at their stream offsets (*frames counts them). Returns the bytes the packet
+ * occupies (so that coalesced packets can be walked), or 0 when it cannot be read. */
+static inline uint32_t ft_quic_initial(const uint8_t *p, uint32_t len, uint32_t v, uint8_t *crypto, uint8_t *have,
+                                       int *frames)
 {
     int v2;
     const uint8_t *salt = ft_quic_salt(v, &v2);
@@ -167,6 +168,7 @@ static inline uint32_t ft_quic_initial(const uint8_t *p, uint32_t len, uint32_t 
                 have[off + i] = 1;
             }
             q += (uint32_t)cl;
+            (*frames)++;
             continue;
         }
         if (t == 0x02 || t == 0x03) { /* ACK: largest, delay, range count, first range, ranges (, ECN) */
@@ -188,7 +190,7 @@ static inline uint32_t ft_quic_initial(const uint8_t *p, uint32_t len, uint32_t 
 static inline int ft_dpi_quic(const uint8_t *p, uint32_t len, int dir, struct ft_dpi_state *st, struct ft_dpi_out *out)
 {
     if (len < 7)
-        return FT_DPI_EXCLUDED;
+        return ft_dpi_more(dir);
     if (!(p[0] & 0x80)) {
         /* Google QUIC public header before Q046: flags (version bit 0x01, 8-byte connection id 0x08) */
         if ((p[0] & 0x09) == 0x09 && len >= 13 && ft_dpi_dir(dir) == 0 && (p[9] == 'Q' || p[9] == 'T')) {
@@ -222,7 +224,7 @@ static inline int ft_dpi_quic(const uint8_t *p, uint32_t len, int dir, struct ft
     uint8_t crypto[FT_QUIC_CRYPTO_MAX], have[FT_QUIC_CRYPTO_MAX];
     memset(have, 0, sizeof(have));
     uint32_t o = 0;
-    int any = 0;
+    int any = 0, frames = 0;
     for (int k = 0; k < 8 && o + 7 <= len; k++) {
         while (o < len && p[o] == 0)
             o++;
@@ -243,14 +245,14 @@ static inline int ft_dpi_quic(const uint8_t *p, uint32_t len, int dir, struct ft
             o = q + (uint32_t)l;
             continue;
         }
-        uint32_t used = ft_quic_initial(p + o, len - o, v, crypto, have);
+        uint32_t used = ft_quic_initial(p + o, len - o, v, crypto, have, &frames);
         if (!used)
             break;
         any = 1;
         o += used;
     }
-    if (!any)
-        return FT_DPI_DETECTED;
+    if (!any || !frames)
+        return FT_DPI_DETECTED; /* not readable, or no CRYPTO frame (an ACK-only Initial): the version names it */
     /* the ClientHello: handshake type 1, 3-byte length, body from offset 4 of the CRYPTO stream */
     uint32_t contig = 0;
     while (contig < FT_QUIC_CRYPTO_MAX && have[contig])

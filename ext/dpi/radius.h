@@ -9,17 +9,18 @@
 static inline int ft_dpi_radius(const uint8_t *p, uint32_t len, int dir, struct ft_dpi_state *st,
                                 struct ft_dpi_out *out)
 {
-    (void)dir;
     (void)st;
     (void)out;
-    if (len < 20)
-        return FT_DPI_EXCLUDED;
     uint8_t c = p[0];
     if (!((c >= 1 && c <= 5) || (c >= 11 && c <= 13) || (c >= 40 && c <= 45)))
         return FT_DPI_EXCLUDED;
+    if (len < 20)
+        return ft_dpi_more(dir);
     uint32_t l = ft_rd16(p + 2);
-    if (l < 20 || l > 4096 || l > len)
+    if (l < 20 || l > 4096)
         return FT_DPI_EXCLUDED;
+    if (l > len)
+        return ft_dpi_more(dir);
     uint32_t o = 20;
     for (int k = 0; k < 256 && o < l; k++) {
         if (o + 2 > l || p[o + 1] < 2)

@@ -16,10 +16,9 @@ static inline int ft_roce_opcode(uint8_t op)
 
 static inline int ft_dpi_roce(const uint8_t *p, uint32_t len, int dir, struct ft_dpi_state *st, struct ft_dpi_out *out)
 {
-    (void)dir;
     (void)out;
     if (len < 12)
-        return FT_DPI_EXCLUDED; /* a BTH is never split: one UDP datagram, one packet */
+        return ft_dpi_more(dir); /* a datagram cut by the snap length: the next one will tell */
     uint8_t op = p[0];
     if (!ft_roce_opcode(op) || (p[1] & 0x0f) != 0) /* transport header version 0 */
         return FT_DPI_EXCLUDED;

@@ -8,29 +8,38 @@
 
 static inline int ft_dpi_snmp(const uint8_t *p, uint32_t len, int dir, struct ft_dpi_state *st, struct ft_dpi_out *out)
 {
-    (void)dir;
     (void)st;
     uint32_t o = 1, l;
-    if (len < 8 || p[0] != 0x30 || ft_ber_len(p, len, &o, &l) != 0)
+    if (p[0] != 0x30)
         return FT_DPI_EXCLUDED;
-    if (o + 3 > len || p[o] != 0x02 || p[o + 1] != 1)
+    if (len < 8)
+        return ft_dpi_more(dir);
+    int r = ft_ber_len(p, len, &o, &l);
+    if (r == -2)
+        return FT_DPI_EXCLUDED;
+    if (r == -1 || o + 3 > len)
+        return ft_dpi_more(dir);
+    if (p[o] != 0x02 || p[o + 1] != 1)
         return FT_DPI_EXCLUDED;
     uint8_t v = p[o + 2];
     if (v != 0 && v != 1 && v != 3)
         return FT_DPI_EXCLUDED;
     o += 3;
     if (o >= len)
-        return FT_DPI_EXCLUDED;
+        return ft_dpi_more(dir);
     if (v == 3) {
         if (p[o] != 0x30)
             return FT_DPI_EXCLUDED;
     } else {
-        uint32_t cl;
+        uint32_t cl = 0;
         if (p[o] != 0x04)
             return FT_DPI_EXCLUDED;
         o++;
-        if (ft_ber_len(p, len, &o, &cl) != 0 || o + cl >= len)
+        r = ft_ber_len(p, len, &o, &cl);
+        if (r == -2 || cl > 255)
             return FT_DPI_EXCLUDED;
+        if (r == -1 || o + cl >= len)
+            return ft_dpi_more(dir);
         o += cl;
         if (p[o] < 0xa0 || p[o] > 0xa8)
             return FT_DPI_EXCLUDED;

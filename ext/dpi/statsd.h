@@ -10,7 +10,6 @@
 static inline int ft_dpi_statsd(const uint8_t *p, uint32_t len, int dir, struct ft_dpi_state *st,
                                 struct ft_dpi_out *out)
 {
-    (void)dir;
     (void)out;
     uint32_t end = len;
     for (uint32_t i = 0; i < len; i++)
@@ -18,8 +17,10 @@ static inline int ft_dpi_statsd(const uint8_t *p, uint32_t len, int dir, struct 
             end = i;
             break;
         }
-    if (end < 4 || !ft_dpi_printable(p, end))
+    if (!ft_dpi_printable(p, end))
         return FT_DPI_EXCLUDED;
+    if (end < 4)
+        return ft_dpi_more(dir);
     if ((end > 3 && memcmp(p, "_e{", 3) == 0) || (end > 4 && memcmp(p, "_sc|", 4) == 0)) {
         st->app = FT_APP_DOGSTATSD;
         return FT_DPI_DETECTED;
@@ -32,14 +33,18 @@ static inline int ft_dpi_statsd(const uint8_t *p, uint32_t len, int dir, struct 
             return FT_DPI_EXCLUDED;
         i++;
     }
-    if (i == 0 || i >= end)
+    if (i == 0)
         return FT_DPI_EXCLUDED;
+    if (i >= end) /* the line stops inside the name: a cut datagram, or not StatsD */
+        return ft_dpi_more(dir);
     i++;
     uint32_t v = i;
     while (i < end && p[i] != '|')
         i++;
-    if (i == v || i + 1 >= end)
+    if (i == v)
         return FT_DPI_EXCLUDED;
+    if (i + 1 >= end)
+        return ft_dpi_more(dir);
     i++;
     uint32_t t = i;
     while (i < end && p[i] != '|')

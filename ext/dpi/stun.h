@@ -8,13 +8,16 @@
 
 static inline int ft_dpi_stun(const uint8_t *p, uint32_t len, int dir, struct ft_dpi_state *st, struct ft_dpi_out *out)
 {
-    (void)dir;
     (void)out;
-    if (len < 20 || (p[0] & 0xc0))
+    if (p[0] & 0xc0)
         return FT_DPI_EXCLUDED;
+    if (len < 20)
+        return ft_dpi_more(dir);
     uint32_t l = ft_rd16(p + 2);
-    if ((l & 3) || l + 20 != len)
+    if ((l & 3) || l + 20 < len)
         return FT_DPI_EXCLUDED;
+    if (l + 20 > len)
+        return ft_dpi_more(dir);
     if (ft_rd32(p + 4) == 0x2112A442)
         return FT_DPI_DETECTED;
     uint16_t t = ft_rd16(p);

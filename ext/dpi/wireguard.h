@@ -9,10 +9,11 @@
 static inline int ft_dpi_wireguard(const uint8_t *p, uint32_t len, int dir, struct ft_dpi_state *st,
                                    struct ft_dpi_out *out)
 {
-    (void)dir;
     (void)out;
-    if (len < 32 || p[1] || p[2] || p[3])
+    if ((len >= 2 && p[1]) || (len >= 3 && p[2]) || (len >= 4 && p[3]) || p[0] < 1 || p[0] > 4)
         return FT_DPI_EXCLUDED;
+    if (len < 32 || (p[0] == 1 && len < 148) || (p[0] == 2 && len < 92) || (p[0] == 3 && len < 64))
+        return ft_dpi_more(dir);
     if ((p[0] == 1 && len == 148) || (p[0] == 2 && len == 92) || (p[0] == 3 && len == 64))
         return FT_DPI_DETECTED;
     if (p[0] == 4 && len % 16 == 0 && ft_dpi_port(st, 51820))
