@@ -106,7 +106,7 @@ static const struct ft_dissector FT_DPI_TCP[] = {
     {"postgresql", ft_dpi_postgresql, FT_APP_POSTGRESQL, 0, {0}, 2, {0x00, 0x00, 'Q', 'Q'}},
     {"mysql", ft_dpi_mysql, FT_APP_MYSQL, 0, {0}, FT_ANYBYTE},
     {"bgp", ft_dpi_bgp, FT_APP_BGP, 0, {0}, 1, {0xff, 0xff}},
-    {"mqtt", ft_dpi_mqtt, FT_APP_MQTT, 0, {0}, 2, {0x10, 0x10, 0x20, 0x20}},
+    {"mqtt", ft_dpi_mqtt, FT_APP_MQTT, 0, {0}, 4, {0x10, 0x10, 0x20, 0x20, 0xc0, 0xc0, 0xd0, 0xd0}},
     {"kerberos", ft_dpi_kerberos, FT_APP_KERBEROS, FT_DPI_GATED, {88, 464}, 1, {0x00, 0x00}},
     {"ldap", ft_dpi_ldap, FT_APP_LDAP, 0, {0}, 1, {0x30, 0x30}},
     {"dns", ft_dpi_dns, FT_APP_DNS, FT_DPI_GATED, {53, 5353, 5355, 853}, FT_ANYBYTE},
@@ -125,16 +125,17 @@ static const struct ft_dissector FT_DPI_TCP[] = {
     {"ftp", ft_dpi_ftp, FT_APP_FTP, FT_DPI_GATED, {21, 2121}, FT_PRINTABLE},
     {"netbios", ft_dpi_netbios, FT_APP_NETBIOS, FT_DPI_GATED, {139}, 1, {0x81, 0x85}},
     {"memcached", ft_dpi_memcached, FT_APP_MEMCACHED, FT_DPI_GATED, {11211}, 2, {0x20, 0x7e, 0x80, 0x81}},
-    {"syslog", ft_dpi_syslog, FT_APP_SYSLOG, FT_DPI_GATED, {514, 601, 6514}, 2, {'0', '9', '<', '<'}},
-    {"socks", ft_dpi_socks, FT_APP_SOCKS, FT_DPI_GATED, {1080, 1081, 9050, 9150}, 1, {0x04, 0x05}},
-    {"openvpn", ft_dpi_openvpn, FT_APP_OPENVPN, FT_DPI_GATED, {1194}, 1, {0x00, 0x08}},
+    {"syslog", ft_dpi_syslog, FT_APP_SYSLOG, 0, {0}, 2, {'0', '9', '<', '<'}},
+    {"socks", ft_dpi_socks, FT_APP_SOCKS, 0, {0}, 1, {0x04, 0x05}},
+    {"openvpn", ft_dpi_openvpn, FT_APP_OPENVPN, 0, {0}, 1, {0x00, 0x08}},
+    {"stun", ft_dpi_stun, FT_APP_STUN, 0, {0}, 1, {0x00, 0x01}},
 };
 
 static const struct ft_dissector FT_DPI_UDP[] = {
     {"dns", ft_dpi_dns, FT_APP_DNS, 0, {0}, FT_ANYBYTE},
     {"quic", ft_dpi_quic, FT_APP_QUIC, 0, {0}, FT_ANYBYTE},
     {"roce", ft_dpi_roce, FT_APP_ROCEV2, FT_DPI_GATED, {4791}, FT_ANYBYTE},
-    {"dtls", ft_dpi_dtls, FT_APP_DTLS, 0, {0}, 1, {0x16, 0x16}},
+    {"dtls", ft_dpi_dtls, FT_APP_DTLS, 0, {0}, 1, {20, 23}},
     {"http", ft_dpi_http, FT_APP_HTTP, 0, {0}, 1, {'C', 'U'}},
     {"sip", ft_dpi_sip, FT_APP_SIP, 0, {0}, 1, {'A', 'Z'}},
     {"stun", ft_dpi_stun, FT_APP_STUN, 0, {0}, 1, {0x00, 0x3f}},
@@ -149,10 +150,11 @@ static const struct ft_dissector FT_DPI_UDP[] = {
     {"onc_rpc", ft_dpi_onc_rpc, FT_APP_ONC_RPC, 0, {0}, FT_ANYBYTE},
     {"ike", ft_dpi_ike, FT_APP_IPSEC, FT_DPI_GATED, {500, 4500}, FT_ANYBYTE},
     {"wireguard", ft_dpi_wireguard, FT_APP_WIREGUARD, 0, {0}, 1, {0x01, 0x04}},
-    {"openvpn", ft_dpi_openvpn, FT_APP_OPENVPN, FT_DPI_GATED, {1194}, 2, {0x38, 0x47, 0x50, 0x57}},
-    {"syslog", ft_dpi_syslog, FT_APP_SYSLOG, FT_DPI_GATED, {514}, 1, {'<', '<'}},
+    {"openvpn", ft_dpi_openvpn, FT_APP_OPENVPN, 0, {0}, 2, {0x38, 0x47, 0x50, 0x57}},
+    {"syslog", ft_dpi_syslog, FT_APP_SYSLOG, 0, {0}, 1, {'<', '<'}},
     {"statsd", ft_dpi_statsd, FT_APP_DOGSTATSD, FT_DPI_GATED, {8125}, FT_PRINTABLE},
     {"memcached", ft_dpi_memcached, FT_APP_MEMCACHED, FT_DPI_GATED, {11211}, FT_ANYBYTE},
+    {"rdp", ft_dpi_rdp, FT_APP_RDP, FT_DPI_GATED, {3389}, 1, {0xff, 0xff}},
 };
 
 #define FT_DPI_NTCP ((int)(sizeof(FT_DPI_TCP) / sizeof(FT_DPI_TCP[0])))

@@ -7,10 +7,35 @@
 #include "dpi_types.h"
 #include "tls.h"
 
+/* A capture that starts inside a DTLS session: records (change cipher spec 20, alert 21, application data
+ * 23) with version 1.0/1.2, an epoch above 0 (protected records) and lengths that tile the datagram. */
+static inline int ft_dtls_midstream(const uint8_t *p, uint32_t len, int dir)
+{
+    uint32_t o = 0;
+    for (int k = 0; k < 8 && o < len; k++) {
+        if (o + 13 > len)
+            return k == 0 ? ft_dpi_more(dir) : FT_DPI_EXCLUDED;
+        const uint8_t *r = p + o;
+        if (r[0] < 20 || r[0] > 23 || !((r[1] == 0xfe && (r[2] == 0xff || r[2] == 0xfd)) || (r[1] == 1 && r[2] == 0)))
+            return FT_DPI_EXCLUDED;
+        if (r[0] == 23 && ft_rd16(r + 3) == 0)
+            return FT_DPI_EXCLUDED; /* application data is always protected: epoch >= 1 */
+        uint32_t l = ft_rd16(r + 11);
+        if (l == 0 || l > 16384 + 2048)
+            return FT_DPI_EXCLUDED;
+        o += 13 + l;
+    }
+    return o == len ? FT_DPI_DETECTED : FT_DPI_EXCLUDED;
+}
+
 static inline int ft_dpi_dtls(const uint8_t *p, uint32_t len, int dir, struct ft_dpi_state *st, struct ft_dpi_out *out)
 {
     (void)st;
-    if (p[0] != 22 || (len >= 2 && p[1] != 0xfe) || (len >= 3 && p[2] != 0xff && p[2] != 0xfd && p[2] != 0xfc))
+    if (p[0] >= 20 && p[0] <= 23 && p[0] != 22)
+        return ft_dtls_midstream(p, len, dir);
+    int bad_ver = len >= 3 && p[1] == 0x01 && p[2] == 0x00; /* pre-RFC DTLS 1.0 (0x0100, AnyConnect) */
+    if (p[0] != 22 || (len >= 2 && p[1] != 0xfe && !bad_ver) ||
+        (len >= 3 && p[2] != 0xff && p[2] != 0xfd && p[2] != 0xfc && !bad_ver))
         return FT_DPI_EXCLUDED;
     if (len < 13 + 12)
         return ft_dpi_more(dir);

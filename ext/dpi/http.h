@@ -95,9 +95,7 @@ static inline int ft_dpi_http(const uint8_t *p, uint32_t len, int dir, struct ft
         if (p[5] != '1' || p[6] != '.' || (p[7] != '0' && p[7] != '1') || p[8] != ' ' ||
             p[9] < '1' || p[9] > '5' || p[10] < '0' || p[10] > '9' || p[11] < '0' || p[11] > '9')
             return FT_DPI_EXCLUDED;
-        if (udp && !ft_dpi_port(st, 1900))
-            return FT_DPI_EXCLUDED;
-        st->app = udp ? FT_APP_SSDP : FT_APP_HTTP;
+        st->app = udp ? FT_APP_SSDP : FT_APP_HTTP; /* M-SEARCH answers go to the searcher's own port */
         FT_DPI_SET(out, FT_O_VERSION, version, p, 8, 0);
         return FT_DPI_DETECTED;
     }

@@ -18,8 +18,13 @@ static inline int ft_dpi_mongodb(const uint8_t *p, uint32_t len, int dir, struct
         return FT_DPI_EXCLUDED;
     if (!(op == 1 || (op >= 2001 && op <= 2007 && op != 2003) || op == 2012 || op == 2013))
         return FT_DPI_EXCLUDED;
-    if (ft_dpi_dir(dir) == 0 && op != 1 && ft_rd32le(p + 8) != 0)
+    uint32_t resp_to = ft_rd32le(p + 8);
+    if (op == 1) { /* OP_REPLY: from the server, to a request id, flags below 16 */
+        if (ft_dpi_dir(dir) != 1 || resp_to == 0 || len < 20 || ft_rd32le(p + 16) > 15)
+            return FT_DPI_EXCLUDED;
+    } else if (resp_to != 0 && resp_to != 0xffffffffu) {
         return FT_DPI_EXCLUDED;
+    }
     if (len > ml)
         return FT_DPI_EXCLUDED; /* one message first: more bytes than it frames is something else */
     if (op == 2013 && len >= 21 && ml >= 21) { /* OP_MSG: flagBits, then section kind 0 or 1 */

@@ -11,6 +11,14 @@ static inline int ft_dpi_mqtt(const uint8_t *p, uint32_t len, int dir, struct ft
 {
     if (len < 1)
         return ft_dpi_more(dir);
+    if (p[0] == 0xc0 || p[0] == 0xd0) { /* PINGREQ, then PINGRESP: a session seen after its CONNECT */
+        int d = ft_dpi_dir(dir);
+        if (len < 2)
+            return ft_dpi_more(dir);
+        if (p[1] != 0 || len != 2 || p[0] != (d == 0 ? 0xc0 : 0xd0))
+            return FT_DPI_EXCLUDED;
+        return d == 1 && st->dir_pkts[0] ? FT_DPI_DETECTED : ft_dpi_more(dir);
+    }
     if (p[0] != 0x10) {
         /* CONNACK from the server, or anything else mid-session, on the MQTT port only */
         if (!ft_dpi_port(st, 1883))
