@@ -47,6 +47,7 @@ CATEGORIES = {
     "file-transfer": "file transfer",
     "voip": "real-time media and its signalling",
     "vpn": "VPN and tunnels",
+    "registry": "container images, model weights and packages downloaded from registries",
     "iot": "IoT messaging",
     "other": "anything else",
 }
@@ -342,9 +343,11 @@ def parse_file(path: Path, user: bool, order_base: int = 0) -> tuple[list[Rule],
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         m = re.search(r"\(at line (\d+), column (\d+)\)", str(e))
-        msg = re.sub(r"\s*\(at line \d+, column \d+\)", "", str(e))
+        msg = re.sub(r"\s*\(at (line \d+, column \d+|end of document)\)", "", str(e))
         if m:
             return [], [RuleError(path, int(m.group(1)), f"TOML syntax: {msg} (column {m.group(2)})")]
+        if "end of document" in str(e):  # an unclosed array or string: the file's last line
+            return [], [RuleError(path, max(1, len(text.splitlines())), f"TOML syntax: {msg} at the end of the file")]
         return [], [RuleError(path, None, f"TOML syntax: {msg}")]
     unknown = set(doc) - {"rule"}
     errors: list[RuleError] = []

@@ -701,3 +701,89 @@ def test_every_dissector_module_has_a_test_here():
              "statsd": "dogstatsd"}
     missing = [m for m in modules if m not in words or words[m] not in src]
     assert not missing, f"dissectors without vectors here: {missing}"
+
+
+# ---- behaviours found against nDPI's captures -----------------------------------------------------------
+
+def stun_binding(cookie=True, attrs=b"") -> bytes:
+    """RFC 5389 Binding Request (with the magic cookie) or RFC 3489 (16-byte transaction id)."""
+    tid = struct.pack(">I", 0x2112A442) + bytes(range(12)) if cookie else bytes(range(16))
+    return struct.pack(">HH", 0x0001, len(attrs)) + tid + attrs
+
+
+def test_stun_over_tcp_classic_and_dtls_after_stun():
+    # over TCP, bare and with RFC 4571 framing
+    assert verdict("tcp", 40000, 3478, [(stun_binding(), CLIENT)])["app"] == "stun"
+    framed = struct.pack(">H", 20) + stun_binding()
+    assert verdict("tcp", 40000, 42000, [(framed, CLIENT)])["app"] == "stun"
+    assert_split("tcp", 40000, 42000, framed, 9, "stun")
+    # classic STUN with a vendor attribute (type 0x0101, 4 bytes) that tiles the message
+    classic = stun_binding(False, struct.pack(">HH", 0x0101, 4) + b"abcd")
+    assert verdict("udp", 40000, 8801, [(classic, CLIENT)])["app"] == "stun"
+    assert verdict("udp", 40000, 8801, [(classic[:-1], CLIENT)])["app"] == ""
+    # WebRTC: STUN checks, then DTLS on the same 5-tuple: the flow is dtls
+    dtls_rec = b"\x16\xfe\xfd" + b"\x00\x00" + bytes(6) + struct.pack(">H", 12) + bytes(12)
+    r = verdict("udp", 40000, 19305, [(stun_binding(), CLIENT), (stun_binding(), SERVER), (dtls_rec, CLIENT)])
+    assert (r["app"], r["base"]) == ("dtls", "stun")
+
+
+def test_dtls_mid_session_and_pre_rfc_version():
+    # two application-data records (epoch 1) that tile the datagram
+    rec = lambda n: b"\x17\xfe\xfd" + b"\x00\x01" + bytes(5) + b"\x07" + struct.pack(">H", n) + bytes(n)  # noqa: E731
+    assert verdict("udp", 40000, 443, [(rec(40) + rec(20), SERVER)])["app"] == "dtls"
+    assert verdict("udp", 40000, 443, [(rec(40)[:-1], SERVER)])["app"] != "dtls"
+    epoch0 = b"\x17\xfe\xfd" + b"\x00\x00" + bytes(6) + struct.pack(">H", 4) + bytes(4)
+    assert verdict("udp", 40000, 5000, [(epoch0, CLIENT)])["app"] == ""
+    # OpenSSL's DTLS1_BAD_VER (0x0100), still used by Cisco AnyConnect: a handshake record
+    body = bytes(12 + 20)
+    old = b"\x16\x01\x00" + b"\x00\x00" + bytes(6) + struct.pack(">H", len(body)) + b"\x01" + \
+        (20).to_bytes(3, "big") + b"\x00\x00" + bytes(3) + (20).to_bytes(3, "big") + bytes(20)
+    assert verdict("udp", 40000, 443, [(old, CLIENT)])["app"] == "dtls"
+
+
+def test_openvpn_hard_reset_shapes_off_port():
+    sid = bytes(range(1, 9))
+    plain = bytes([0x38]) + sid + b"\x00" + bytes(4)                                  # 14 bytes
+    tls_auth = bytes([0x38]) + sid + bytes(20) + struct.pack(">II", 1, 0x65000000) + b"\x00" + bytes(4)
+    tls_crypt = bytes([0x38]) + sid + struct.pack(">II", 1, 0x63cf4ff5) + bytes(32) + b"\x9a\x11\x02\x77\x31"
+    for pkt in (plain, tls_auth, tls_crypt):
+        assert verdict("udp", 40000, 443, [(pkt, CLIENT)])["app"] == "openvpn", len(pkt)
+        assert verdict("tcp", 40000, 443, [(struct.pack(">H", len(pkt)) + pkt, CLIENT)])["app"] == "openvpn"
+    assert verdict("udp", 40000, 443, [(plain, SERVER)])["app"] == "openvpn"   # initiator guessed wrong
+    near = [bytes([0x38]) + sid + b"\x01" + bytes(4), bytes([0x40]) + sid + b"\x00" + bytes(4),
+            bytes([0x38]) + sid + struct.pack(">II", 1, 0x10000000) + bytes(32) + b"\x01\x02\x03\x04\x05"]
+    assert_no_match("udp", 40000, 443, near)
+
+
+def test_socks_wireguard_mqtt_need_the_other_side_off_their_ports():
+    # SOCKS 5 greeting, then the server's method choice
+    assert_split_dirs = lambda proto, port, first, second, label: (  # noqa: E731
+        feed(proto, 40000, port, [(first, CLIENT)]).state()["label"] is None and
+        feed(proto, 40000, port, [(first, CLIENT), (second, SERVER)]).state()["label"] == label)
+    assert assert_split_dirs("tcp", 21477, b"\x05\x01\x00", b"\x05\x00", "socks")
+    assert verdict("tcp", 40000, 21477, [(b"\x05\x01\x00", CLIENT), (b"\x06\x00", SERVER)])["app"] == ""
+    # WireGuard transport data both ways (a tunnel captured mid-way)
+    data = lambda idx: b"\x04\x00\x00\x00" + struct.pack("<I", idx) + bytes(8) + bytes(32)  # noqa: E731
+    assert assert_split_dirs("udp", 5060, data(7), data(9), "wireguard")
+    assert verdict("udp", 40000, 5060, [(data(7), CLIENT), (data(7)[:-1], SERVER)])["app"] == ""
+    # MQTT keep-alive: PINGREQ, PINGRESP
+    assert assert_split_dirs("tcp", 17501, b"\xc0\x00", b"\xd0\x00", "mqtt")
+    assert verdict("tcp", 40000, 17501, [(b"\xd0\x00", CLIENT)])["app"] == ""
+
+
+def test_rdp_udp_syslog_off_port_mongodb_reply_ssdp_answer():
+    # MS-RDPEUDP SYN: snSourceAck -1, receive window 64, flags SYN | CORRELATION_ID | SYNEX
+    syn = struct.pack(">IHH", 0xffffffff, 64, 0x1801) + bytes(24)
+    assert verdict("udp", 54759, 3389, [(syn, CLIENT)])["app"] == "rdp"
+    assert verdict("udp", 54759, 3389, [(struct.pack(">IHH", 0xfffffffe, 64, 0x1801), CLIENT)])["app"] == ""
+    # syslog off its ports needs a whole header: RFC 5424 or RFC 3164
+    assert verdict("tcp", 40000, 52173, [(b"<14>1 2024-03-01T10:00:00.1Z n1 app - - - x", CLIENT)])["app"] == "syslog"
+    assert verdict("udp", 40000, 11000, [(b"<13>Mar  1 10:00:00 n1 app: x", CLIENT)])["app"] == "syslog"
+    assert verdict("udp", 40000, 11000, [(b"<13>hello world, no header", CLIENT)])["app"] == ""
+    # MongoDB OP_REPLY only from the server and in answer to a request id
+    reply = struct.pack("<iiiiiqii", 36, 2, 1, 1, 0, 0, 0, 0)
+    assert verdict("tcp", 40000, 27017, [(reply, SERVER)])["app"] == "mongodb"
+    assert verdict("tcp", 40000, 443, [(reply, CLIENT)])["app"] == ""
+    # SSDP: an M-SEARCH answer goes back to the searcher's own port
+    ans = b"HTTP/1.1 200 OK\r\nCACHE-CONTROL: max-age=1800\r\nST: upnp:rootdevice\r\n\r\n"
+    assert verdict("udp", 38616, 61328, [(ans, CLIENT)])["app"] == "ssdp"
