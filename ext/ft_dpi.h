@@ -778,7 +778,10 @@ static inline void ft_dpi_packet(struct ft_dpi_ctx *c, struct ft_dpi_state *st, 
     int last = st->pkts >= c->budget;
     /* a TCP view cut by the snap length can never grow (the next segment leaves a gap); a cut datagram is
      * just one datagram: NEED_MORE then means "show me the next one" */
-    int final = (cut && tcp) || last;
+    /* the view cannot grow when: TCP bytes were cut by the snap length (the next segment leaves a gap), or
+     * the reassembly buffer is full; a cut datagram is just one datagram (NEED_MORE: show me the next) */
+    int full = buffered && rs && rs->len[dir] >= FT_DPI_REASM_BYTES;
+    int final = (cut && tcp) || full || last;
     int arg = dir | (final ? FT_DPI_FINAL : 0);
     int need = 0;
 
@@ -786,7 +789,7 @@ static inline void ft_dpi_packet(struct ft_dpi_ctx *c, struct ft_dpi_state *st, 
         const struct ft_dissector *d = &t[st->detector - 1];
         int rv = d->fn(view, vlen, arg, st, &c->scratch);
         ft_dpi_commit(c, st);
-        need = rv == FT_DPI_NEED_MORE && (st->flags & FT_DPI_S_EXTRA);
+        need = (rv == FT_DPI_NEED_MORE || (st->flags & FT_DPI_S_GATHER)) && (st->flags & FT_DPI_S_EXTRA);
     } else {
         if (!ft_dpi_first_ready)
             ft_dpi_first_init();
@@ -805,8 +808,11 @@ static inline void ft_dpi_packet(struct ft_dpi_ctx *c, struct ft_dpi_state *st, 
                     st->app = t[i].app;
                 st->rule = (uint16_t)(ft_dpi_table_base(st->l4) + i + 1);
                 ft_dpi_commit(c, st);
-                ft_dpi_rs_release(c, st); /* the fields the extra phase wants start afresh */
                 c->c.flows_detected++;
+                if ((st->flags & (FT_DPI_S_EXTRA | FT_DPI_S_GATHER)) == (FT_DPI_S_EXTRA | FT_DPI_S_GATHER))
+                    need = 1; /* keep gathering this direction (a QUIC ClientHello over two Initials) */
+                else
+                    ft_dpi_rs_release(c, st); /* what the extra phase wants starts afresh */
                 break;
             }
             ft_dpi_scratch_clear(c);

@@ -787,3 +787,26 @@ def test_rdp_udp_syslog_off_port_mongodb_reply_ssdp_answer():
     # SSDP: an M-SEARCH answer goes back to the searcher's own port
     ans = b"HTTP/1.1 200 OK\r\nCACHE-CONTROL: max-age=1800\r\nST: upnp:rootdevice\r\n\r\n"
     assert verdict("udp", 38616, 61328, [(ans, CLIENT)])["app"] == "ssdp"
+
+
+def test_quic_client_hello_over_two_initials_from_a_real_capture():
+    """quic_frags_ch_in_multiple_packets (nDPI's test data): the ClientHello's CRYPTO data starts in the
+    first Initial and continues at offset 1182 in the second (tshark shows both offsets). nDPI lists the
+    advertised ALPNs as h3-34;hq-34;...: the first is h3-34."""
+    import os
+    from pathlib import Path
+    data = Path(os.environ.get("FLOWTAP_SHARED_DATA", Path(__file__).resolve().parents[1] / ".." / "shared" / "data"))
+    pcap = data / "ndpi" / "pcap" / "quic_frags_ch_in_multiple_packets.pcapng"
+    if not pcap.exists():
+        pytest.skip(f"{pcap} not found")
+    from scapy.all import UDP, rdpcap
+    client = [bytes(p[UDP].payload)[:p[UDP].len - 8] for p in rdpcap(str(pcap)) if p[UDP].sport == 58822]
+    f = DpiFlow("udp", 58822, 4443)
+    f.packet(client[0], CLIENT)
+    st = f.state()
+    assert st["label"] == "quic" and not st["done"] and "alpn" not in f.result()  # label now, name later
+    f = DpiFlow("udp", 58822, 4443)
+    for c in client:
+        f.packet(c, CLIENT)
+    r = f.result()
+    assert (r["app"], r["version"], r["alpn"]) == ("quic", "v1", "h3-34")
