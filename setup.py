@@ -28,7 +28,8 @@ common = dict(
     include_dirs=["ext", numpy.get_include()],
     extra_compile_args=cflags,
     define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
-    depends=[os.path.join("ext", f) for f in os.listdir("ext") if f.endswith((".h", ".pxd"))],
+    depends=[os.path.join("ext", f) for f in os.listdir("ext") if f.endswith((".h", ".pxd"))]
+    + [os.path.join("ext", "dpi", f) for f in os.listdir(os.path.join("ext", "dpi")) if f.endswith(".h")],
 )
 
 extensions = [

@@ -13,7 +13,7 @@ Python objects appear per batch and per column, never per packet.
 from __future__ import annotations
 
 import socket
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Iterator
 
 import numpy as np
@@ -22,6 +22,7 @@ import pyarrow as pa
 from . import _flowtable
 from . import roce_columns   # RoCE meter (issue 4)
 from . import tcp_columns   # TCP meter (issue 3)
+from . import dpi_columns
 from ._reader import TUNNEL_NAMES
 from .schema import COLUMN_NAMES, flow_schema
 
@@ -37,6 +38,10 @@ class EngineConfig:
     batch_rows: int = 65536            # flow records per Arrow record batch
     observer_host: str = ""            # default: this machine's host name
     community_id_seed: int = 0
+    # ---- DPI (issue 5) ----
+    dpi_budget: int = 16               # payload packets inspected per flow, both directions; 0 turns DPI off
+    rules: list = field(default_factory=list)  # extra rule files/directories (on top of the shipped rules/)
+    shipped_rules: bool = True         # load rules/*.toml of this checkout
 
     def validate(self) -> None:
         for name in ("idle_timeout_s", "active_timeout_s", "closed_timeout_s"):
@@ -49,10 +54,13 @@ class EngineConfig:
             raise ValueError(f"batch-rows must be between 1 and {1 << 24}, not {self.batch_rows}")
         if not 0 <= self.community_id_seed <= 65535:
             raise ValueError("community-id seed must be 0..65535")
+        if not 0 <= self.dpi_budget <= 255:
+            raise ValueError(f"dpi-budget must be between 0 (off) and 255 packets, not {self.dpi_budget}")
 
     def settings(self) -> dict:
         d = asdict(self)
         d.pop("observer_host")
+        d["rules"] = [str(x) for x in self.rules]
         return d
 
 
@@ -76,7 +84,7 @@ def _masked(values: np.ndarray, valid: np.ndarray, typ: pa.DataType) -> pa.Array
 
 
 def build_batch(recs: np.ndarray, schema: pa.Schema, observer: str, seed: int = 0,
-                roce_recs: np.ndarray | None = None) -> pa.RecordBatch:
+                roce_recs: np.ndarray | None = None, dpi_vocab=None) -> pa.RecordBatch:
     """One record batch from an array of _flowtable.FLOWREC_DTYPE, column by column; roce_recs are the RoCE
     parts of its RoCE records (_flowtable.ROCE_OUT_DTYPE, FlowTable.taken_roce after take())."""
     if roce_recs is None:
@@ -124,11 +132,19 @@ def build_batch(recs: np.ndarray, schema: pa.Schema, observer: str, seed: int = 
         "truncated_packets": pa.array(recs["truncated_packets"], pa.uint32()),
         "fragment_packets": pa.array(recs["fragment_packets"], pa.uint32()),
         "interface": pa.array(recs["iface"], pa.uint16()),
-        "app_proto": pa.nulls(n, pa.string()),
     }
     cols.update(roce_columns.build(recs, roce_recs))   # RoCE meter columns (issue 4)
     cols.update(tcp_columns.build(recs))   # TCP meter columns (issue 3)
+    cols.update(dpi_columns.build(recs, dpi_vocab))  # DPI (issue 5): app_proto and the columns after it
     return pa.RecordBatch.from_arrays([cols[name] for name in COLUMN_NAMES], schema=schema)
+
+
+class RulesError(ValueError):
+    """Rule files that cannot be used: .errors lists every problem as "FILE:LINE: message"."""
+
+    def __init__(self, errors):
+        self.errors = [str(e) for e in errors]
+        super().__init__("invalid rules:\n  " + "\n  ".join(self.errors))
 
 
 class Engine:
@@ -138,6 +154,12 @@ class Engine:
         self.config = config or EngineConfig()
         self.config.validate()
         c = self.config
+        # ---- DPI (issue 5): rules are checked before anything runs; a bad file stops the engine
+        from .rules import load_rules
+        self.rules = load_rules(c.rules, shipped=c.shipped_rules)
+        if self.rules.errors:
+            raise RulesError(self.rules.errors)
+        self.dpi_vocab = self.rules.vocab()
         self.observer = c.observer_host or socket.gethostname()
         self.table = _flowtable.FlowTable(
             max_flows=c.max_flows,
@@ -145,18 +167,21 @@ class Engine:
             active_timeout_ns=int(c.active_timeout_s * NS),
             closed_timeout_ns=int(c.closed_timeout_s * NS),
             batch_rows=c.batch_rows,
+            dpi_budget=c.dpi_budget,
         )
+        self.table.set_rules(self.rules.compile())
         self.schema = flow_schema(metadata)
 
     def _batch(self) -> pa.RecordBatch:
         recs = self.table.take()
         return build_batch(recs, self.schema, self.observer, self.config.community_id_seed,
-                           self.table.taken_roce)
+                           self.table.taken_roce, self.dpi_vocab)
 
     def add(self, records: np.ndarray, data: np.ndarray | None = None) -> Iterator[pa.RecordBatch]:
         """Meter a batch of per-packet records; yields a flow-record batch each time batch_rows are ready.
         data: the reader's frame bytes the records index into (frame_off); the RoCE meter reads RDMA CM
-        messages from it (issue 4), without it it pairs queue pairs from PSNs only."""
+        messages from it (issue 4), without it it pairs queue pairs from PSNs only; DPI reads payload from
+        it (issue 5)."""
         pos, n = 0, len(records)
         while pos < n:
             pos = self.table.add(records, pos, data)

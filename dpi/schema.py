@@ -123,8 +123,59 @@ COLUMNS: tuple[Column, ...] = (
     Column("interface", pa.uint16(), False,
            "Where the first packet was seen: pcapng interface id for replayed pcapng, 0 for pcap."),
     Column("app_proto", pa.string(), True,
-           "Application protocol label (lowercase); null until classified (DPI is not enabled yet).",
+           "Application protocol label (lowercase): what the flow is, as decided by the payload dissectors and "
+           "the rules (docs/dpi.md): tls, http, dns, etcd, kube-apiserver, nfs, rocev2, ...; null when "
+           "nothing recognised it. app_confidence says what the label rests on.",
            ipfix="applicationName (96)", kind="measurement"),
+    # ---- DPI (issue 5): application classification, appended in this block ----
+    Column("app_category", pa.string(), True,
+           "Category of app_proto: the deciding rule's category, else the built-in label's (web, rpc, dns, "
+           "kubernetes, ml, hpc, rdma, storage, database, messaging, monitoring, logging, network, auth, "
+           "remote-access, mail, file-transfer, voip, vpn, iot, other); null when app_proto is null.",
+           kind="measurement"),
+    Column("app_rule", pa.string(), True,
+           "What decided app_proto: \"dissector:<module>\" (a payload dissector, ext/dpi/<module>.h) or "
+           "\"rule:<id>\" (a rule of rules/*.toml or of --rules); null when app_proto is null.",
+           kind="measurement"),
+    Column("app_confidence", pa.string(), True,
+           "What app_proto rests on: payload (a dissector or a payload-pattern rule recognised the bytes), "
+           "name (a server-name or ALPN rule), address (a CIDR rule), port (a port rule; no payload was "
+           "seen), guess (a port rule, although payload was seen that no dissector recognised); null when "
+           "app_proto is null.", kind="measurement"),
+    Column("app_payload_proto", pa.string(), True,
+           "Label the payload dissector gave before rules applied (tls under etcd, http2 under grpc, http "
+           "under prometheus); null when no dissector recognised the payload.", kind="measurement"),
+    Column("server_name", pa.string(), True,
+           "Server name from the payload, lower case: TLS/QUIC SNI, HTTP Host (without port), HTTP/2 "
+           ":authority, DNS query name (without the trailing dot), RTSP URL host; at most 127 bytes (longer "
+           "names are cut); null when absent.", kind="measurement"),
+    Column("alpn", pa.string(), True,
+           "TLS/QUIC application protocol (ALPN): the server's choice when visible (TLS 1.2 ServerHello), "
+           "else the client's first offer (TLS 1.3 encrypts the choice); null when absent.",
+           kind="measurement"),
+    Column("app_version", pa.string(), True,
+           "Protocol version or software banner from the payload: TLSv1.2/TLSv1.3 (the server's choice when "
+           "seen), QUIC v1/v2/draft-NN/Q046, HTTP/1.1, HTTP/2, SSH software version (server's, else "
+           "client's), MySQL server version, SMB1 or SMB2/3, SNMP v1/v2c/v3, NTPv4, ...; null when absent.",
+           kind="measurement"),
+    Column("http_method", pa.string(), True,
+           "HTTP request method (HTTP/1.x request line or HTTP/2 :method); null otherwise.", kind="measurement"),
+    Column("http_path", pa.string(), True,
+           "HTTP request path without the query string (HTTP/1.x target, HTTP/2 :path; for gRPC the "
+           "/package.Service/Method); at most 111 bytes; null otherwise.", kind="measurement"),
+    Column("http_user_agent", pa.string(), True,
+           "HTTP User-Agent (HTTP/1.x header, HTTP/2 user-agent); at most 111 bytes; null otherwise.",
+           kind="measurement"),
+    Column("dns_qtype", pa.uint16(), True,
+           "DNS (mDNS, LLMNR) query type of the first question (1 A, 28 AAAA, 33 SRV, 65 HTTPS, ...); null "
+           "for other protocols.", kind="measurement"),
+    Column("dns_rcode", pa.uint8(), True,
+           "DNS response code of the response to the first query (0 NOERROR, 2 SERVFAIL, 3 NXDOMAIN, ...); "
+           "null when no response was seen within the DPI budget, and for other protocols.",
+           kind="measurement"),
+    Column("dpi_packets", pa.uint8(), False,
+           "Payload packets DPI inspected for this flow, both directions (at most the budget, --dpi-budget); "
+           "0 when DPI is off or the flow carried no payload.", kind="counter"),
 )
 
 
@@ -407,9 +458,10 @@ def markdown() -> str:
         "| `flowtap.flow_end_reasons` | JSON: flow_end_reason code -> meaning |",
         "| `flowtap.capture_source` | JSON list of the replayed files (or the capture interfaces) |",
         "| `flowtap.observer_host` | host name written in observer_host |",
-        "| `flowtap.settings` | JSON: idle/active/closed timeouts (ns), max_flows, batch_rows |",
+        "| `flowtap.settings` | JSON: idle/active/closed timeouts (ns), max_flows, batch_rows, DPI budget "
+        "and rule directories |",
         "| `flowtap.counters` | JSON run counters (packets seen/metered, parse exit reasons, packets not "
-        "metered by reason, flows created/evicted, records by end reason, capture errors). In Parquet "
+        "metered by reason, flows created/evicted, records by end reason, DPI counters, capture errors). In Parquet "
         "files: file metadata written at close. In Arrow IPC files and streams: the custom metadata of "
         "every record batch (a snapshot at that batch) and of the final batch. |",
         "",

@@ -23,6 +23,9 @@ FORMATS = {
 
 # Parquet columns worth dictionary-encoding (few distinct values)
 DICTIONARY_COLUMNS = {"observer_host", "tunnel_type", "app_proto"}
+# ---- DPI (issue 5): the low-cardinality DPI columns ----
+from .dpi_columns import DICTIONARY_COLUMNS as _DPI_DICTIONARY_COLUMNS  # noqa: E402
+DICTIONARY_COLUMNS |= _DPI_DICTIONARY_COLUMNS
 
 
 class OutputError(Exception):

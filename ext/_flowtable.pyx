@@ -86,6 +86,138 @@ cdef extern from "ft_tcp.h" nogil:
     void ft_tcp_export(const ft_tcp_meter *m, ft_tcp_out *o, int final)
     void ft_tcp_period_reset(ft_tcp_meter *m)
 # --- end TCP meter ---------------------------------------------------------------------------------------
+# ---- DPI (issue 5): registry, dissectors and rule tables (ext/ft_dpi.h) ----
+cdef extern from "ft_dpi.h" nogil:
+    struct ft_dpi_state:
+        uint64_t cand
+        int32_t ext
+        int32_t reasm
+        uint16_t app
+        uint16_t rule
+        uint8_t l4
+        uint8_t detector
+        uint8_t pkts
+        uint8_t flags
+        uint8_t conf
+
+    struct ft_dpi_out:
+        char server_name[128]
+        char alpn[32]
+        char version[48]
+        char http_method[16]
+        char http_path[112]
+        char user_agent[112]
+        uint16_t set
+        uint16_t truncated
+        uint16_t app
+        uint16_t base
+        uint16_t rule
+        uint16_t dns_qtype
+        uint8_t dns_rcode
+        uint8_t conf
+        uint8_t inspected
+
+    struct ft_dpi_counters:
+        uint64_t packets_inspected, flows_inspected, flows_detected, flows_rule_payload
+        uint64_t flows_budget_spent, flows_all_excluded, reasm_started, reasm_gaps, reasm_full
+        uint64_t reasm_pool_full, fields_pool_full
+
+    struct ft_rule_port:
+        uint16_t lo, hi
+    struct ft_rule_cidr:
+        uint8_t ver, plen
+        uint8_t addr[16]
+    struct ft_rule_name:
+        char text[128]
+    struct ft_rule_pat:
+        uint8_t dir, anywhere
+        uint16_t len, offset, within
+        uint8_t bytes[64]
+        uint8_t care[64]
+        uint64_t sa[256]
+    struct ft_rule:
+        int32_t rank
+        uint16_t app
+        uint8_t l4, conf, side, flags
+        uint32_t port_i, port_n, cidr_i, cidr_n, name_i, name_n, alpn_i, alpn_n, pat_i, pat_n
+        uint64_t det[2]
+    struct ft_rules:
+        ft_rule *r
+        uint32_t n
+        ft_rule_port *ports
+        ft_rule_cidr *cidrs
+        ft_rule_name *names
+        ft_rule_pat *pats
+        uint32_t *payload
+        uint32_t npayload
+        uint32_t *port_off
+        uint32_t *port_list
+        uint32_t *always
+        uint32_t nalways
+
+    struct ft_dpi_ctx:
+        uint32_t budget
+        int32_t ext_hw, rs_hw
+        ft_rules rules
+        ft_dpi_counters c
+
+    struct ft_dpi_flowinfo:
+        int ip_version
+        const uint8_t *caddr
+        const uint8_t *saddr
+        int initiator_known
+
+    struct ft_dissector:
+        const char *name
+        uint16_t app
+
+    const ft_dissector FT_DPI_TCP[]
+    const ft_dissector FT_DPI_UDP[]
+    const int FT_DPI_NTCP
+    const int FT_DPI_NUDP
+    const char *FT_APP_NAMES[]
+    enum:
+        FT_APP__COUNT
+        FT_DPI_RULE_BASE
+        FT_DPI_S_DONE
+        FT_DPI_S_FINAL
+        FT_DPI_DETECTED
+        FT_DPI_EXCLUDED
+        FT_DPI_NEED_MORE
+        FT_DPI_FINAL
+        FT_DPI_NAME_LEN
+        FT_PAT_MAX
+        FT_RULE_PORT
+        FT_RULE_CIDR
+        FT_RULE_NAME
+        FT_RULE_ALPN
+        FT_RULE_DETECTED
+        FT_RULE_PAYLOAD
+
+    ft_dpi_ctx *ft_dpi_ctx_new(uint32_t budget, int32_t ext_max, int32_t rs_max)
+    void ft_dpi_ctx_free(ft_dpi_ctx *c)
+    void ft_dpi_rules_free(ft_rules *r)
+    void ft_dpi_flow_init(ft_dpi_state *st, uint8_t l4, uint16_t cport, uint16_t sport)
+    void ft_dpi_packet(ft_dpi_ctx *c, ft_dpi_state *st, const ft_dpi_flowinfo *fi, const uint8_t *p,
+                       uint32_t len, int cut, int dir, uint32_t tcp_seq)
+    void ft_dpi_finalize(ft_dpi_ctx *c, ft_dpi_state *st, const ft_dpi_flowinfo *fi)
+    void ft_dpi_export(ft_dpi_ctx *c, ft_dpi_state *st, const ft_dpi_flowinfo *fi, ft_dpi_out *rec)
+    void ft_dpi_flow_free(ft_dpi_ctx *c, ft_dpi_state *st)
+
+    # QUIC Initial cryptography (ext/dpi/quic_crypto.h), exposed to the tests only
+    struct ft_sha256:
+        pass
+    struct ft_aes128:
+        pass
+    void ft_sha256_init(ft_sha256 *s)
+    void ft_sha256_update(ft_sha256 *s, const uint8_t *p, uint32_t n)
+    void ft_sha256_final(ft_sha256 *s, uint8_t *out)
+    void ft_hmac_sha256(const uint8_t *key, uint32_t klen, const uint8_t *msg, uint32_t mlen, uint8_t *out)
+    void ft_hkdf_expand_label(const uint8_t *secret, const char *label, uint8_t *out, uint32_t length)
+    void ft_aes128_setkey(ft_aes128 *a, const uint8_t *key)
+    void ft_aes128_encrypt(const ft_aes128 *a, const uint8_t *inp, uint8_t *out)
+    int ft_sha_portable
+    int ft_aes_portable
 
 cdef extern from "ft_flow.h" nogil:
     struct ft_key:
@@ -129,6 +261,7 @@ cdef extern from "ft_flow.h" nogil:
         uint16_t iface
         ft_roce_meter *roce   # RoCE meter (issue 4): NULL for other flows
         ft_tcp_meter tcp   # TCP meter (issue 3)
+        ft_dpi_state dpi            # DPI (issue 5)
 
     struct ft_flowrec:
         uint64_t flow_id
@@ -161,6 +294,7 @@ cdef extern from "ft_flow.h" nogil:
         uint8_t has_icmp
         int32_t roce_row     # RoCE meter (issue 4): row in the side array, -1 for other flows
         ft_tcp_out tcp     # TCP meter (issue 3)
+        ft_dpi_out dpi              # DPI (issue 5)
 
     struct ft_rec_field:
         const char *name
@@ -388,10 +522,15 @@ cdef class FlowTable:
     cdef size_t cur_data_len
     cdef readonly uint64_t roce_pairs_psn, roce_pairs_cm, roce_pair_ambiguous, roce_alias_full
     cdef readonly uint64_t roce_waiting_full, roce_cm_req_lost, roce_cm_rep_unmatched, roce_qpn_reuse_splits
+    # ---- DPI (issue 5) ----
+    cdef ft_dpi_ctx *dpi            # NULL when DPI is off (dpi_budget=0)
+    cdef const uint8_t *data        # the batch's data buffer while add() runs (payload bytes), else NULL
+    cdef Py_ssize_t data_len
+    cdef readonly object dpi_rules  # what set_rules() installed (names, for the Python side)
 
     def __cinit__(self, int max_flows=1000000, uint64_t idle_timeout_ns=120_000_000_000,
                   uint64_t active_timeout_ns=1_800_000_000_000, uint64_t closed_timeout_ns=10_000_000_000,
-                  int batch_rows=65536):
+                  int batch_rows=65536, int dpi_budget=16, int dpi_reasm_max=4096):
         if max_flows < 1 or max_flows > (1 << 30):
             raise ValueError(f"max_flows must be between 1 and {1 << 30}, not {max_flows}")
         if batch_rows < 1:
@@ -440,6 +579,19 @@ cdef class FlowTable:
         memset(self.reasons, 0, sizeof(self.reasons))
         memset(self.not_metered_reasons, 0, sizeof(self.not_metered_reasons))
         memset(self.end_counts, 0, sizeof(self.end_counts))
+        # ---- DPI (issue 5) ----
+        self.data = NULL
+        self.data_len = 0
+        self.dpi = NULL
+        self.dpi_rules = None
+        if dpi_budget < 0 or dpi_budget > 255:
+            raise ValueError(f"dpi_budget must be between 0 (off) and 255 packets, not {dpi_budget}")
+        if dpi_reasm_max < 0:
+            raise ValueError("dpi_reasm_max must not be negative")
+        if dpi_budget > 0:
+            self.dpi = ft_dpi_ctx_new(dpi_budget, max_flows, dpi_reasm_max)
+            if self.dpi == NULL:
+                raise MemoryError()
 
     def __dealloc__(self):
         free(self.flows)
@@ -452,6 +604,7 @@ cdef class FlowTable:
         free(self.roce_alias)   # RoCE meter (issue 4)
         free(self.roce_cand)
         free(self.roce_cmreq)
+        ft_dpi_ctx_free(self.dpi)  # DPI (issue 5)
 
     # ---- recency list -------------------------------------------------------------------------------
     cdef inline void lru_unlink(self, int32_t i) noexcept nogil:
@@ -519,6 +672,8 @@ cdef class FlowTable:
         if f.roce != NULL:
             self.roce_release(f.roce)
             f.roce = NULL
+        if self.dpi != NULL:  # DPI (issue 5): return the flow's field and reassembly slots
+            ft_dpi_flow_free(self.dpi, &f.dpi)
         f.flow_id = 0  # marks the slot free for rehash()
         f.hnext = self.free_head
         self.free_head = i
@@ -548,7 +703,10 @@ cdef class FlowTable:
         cdef ft_flow *f = &self.flows[i]
         cdef ft_flowrec *r = &self.out[self.out_n]
         self.out_n += 1
-        memset(r, 0, sizeof(ft_flowrec))
+        # the DPI part (the record's last 448 bytes) is written whole by ft_dpi_export or below
+        memset(r, 0, (<char *> &r.dpi) - (<char *> r))
+        if self.dpi == NULL:
+            memset(&r.dpi, 0, sizeof(ft_dpi_out))
         r.flow_id = f.flow_id
         r.start_ns = f.rec_first_ns
         r.end_ns = f.rec_last_ns
@@ -588,6 +746,11 @@ cdef class FlowTable:
             self.roce_export(f, r)   # RoCE meter (issue 4)
         if f.key.proto == 6:   # TCP meter (issue 3); a record that is not the flow's last keeps open holes
             ft_tcp_export(&f.tcp, &r.tcp, reason != FT_END_ACTIVE)
+        # ---- DPI (issue 5): the verdict and fields (finalized here when the flow ends before DPI is done)
+        cdef ft_dpi_flowinfo fi
+        if self.dpi != NULL:
+            self.dpi_flowinfo(f, &fi)
+            ft_dpi_export(self.dpi, &f.dpi, &fi, &r.dpi)
         self.records_exported += 1
         self.end_counts[reason] += 1
 
@@ -679,6 +842,15 @@ cdef class FlowTable:
         f.iface = p.iface
         f.tos = p.tos
         ft_tcp_init(&f.tcp)   # TCP meter (issue 3)
+        # ---- DPI (issue 5): candidates from the L4 protocol and the (initiator, responder) ports
+        if key.qpn != 0:   # RoCE keys leave the UDP ports out (issue 4): the packet's ports gate DPI
+            ft_dpi_flow_init(&f.dpi, key.proto, p.sport if f.src_is_a == pkt_src_is_a else p.dport,
+                             p.dport if f.src_is_a == pkt_src_is_a else p.sport)
+        else:
+            ft_dpi_flow_init(&f.dpi, key.proto, key.port_a if f.src_is_a else key.port_b,
+                             key.port_b if f.src_is_a else key.port_a)
+        if self.dpi == NULL:
+            f.dpi.flags = FT_DPI_S_DONE | FT_DPI_S_FINAL
         return i
 
     cdef int add_c(self, const ft_pkt *pkts, Py_ssize_t start, Py_ssize_t n) noexcept nogil:
@@ -815,7 +987,10 @@ cdef class FlowTable:
             f.has_icmp = 1
             f.icmp_type = p.icmp_type
             f.icmp_code = p.icmp_code
-        if key.qpn != 0:
+        # ---- DPI (issue 5): the first payload packets, up to the budget ----
+        if not (f.dpi.flags & FT_DPI_S_DONE) and p.payload_cap > 0 and self.data != NULL:
+            self.dpi_packet(f, p, d)
+        if key.qpn != 0:   # last: RDMA CM handling may end flows, this one included
             ft_roce_update(f.roce, d, p)   # RoCE meter (issue 4)
             if p.roce_dqpn == 1 and self.cur_data != NULL:
                 self.roce_cm(p, key, a_first)
@@ -1092,11 +1267,34 @@ cdef class FlowTable:
         self.roce_pairs_cm += 1
     # ---- end RoCE meter ----------------------------------------------------------------------------------
 
+    # ---- DPI (issue 5) ---------------------------------------------------------------------------------
+    cdef inline void dpi_flowinfo(self, const ft_flow *f, ft_dpi_flowinfo *fi) noexcept nogil:
+        fi.ip_version = f.key.ip_version
+        fi.initiator_known = f.key.proto != 6 or (f.tcp_state & (FT_TCPS_SYN | FT_TCPS_SYNACK)) != 0
+        if f.src_is_a:
+            fi.caddr = &f.key.addr_a[0]
+            fi.saddr = &f.key.addr_b[0]
+        else:
+            fi.caddr = &f.key.addr_b[0]
+            fi.saddr = &f.key.addr_a[0]
+
+    cdef void dpi_packet(self, ft_flow *f, const ft_pkt *p, int d) noexcept nogil:
+        """Hands a packet's captured L4 payload to the DPI registry; the bytes are checked to lie inside
+        the batch's data buffer first."""
+        cdef ft_dpi_flowinfo fi
+        cdef uint64_t off = p.frame_off + p.payload_off
+        if p.payload_off >= p.cap_len or off + p.payload_cap > <uint64_t> self.data_len:
+            return
+        self.dpi_flowinfo(f, &fi)
+        ft_dpi_packet(self.dpi, &f.dpi, &fi, self.data + off, p.payload_cap, p.payload_cap < p.payload_len,
+                      d, p.tcp_seq)
+
     def add(self, records, Py_ssize_t start=0, data=None):
         """Meter records[start:] (a numpy array of dpi._reader.PKT_DTYPE) until the output holds batch_rows
         flow records. Returns the index of the first record not yet metered (len(records) when done).
         data: the uint8 array the records' frame_off index into (the reader's batch data); without it the
-        RoCE meter cannot read RDMA CM messages and pairs QPs from PSNs only."""
+        RoCE meter cannot read RDMA CM messages and pairs QPs from PSNs only, and DPI cannot read payload
+        (flows are then labelled by rules only)."""
         if records.dtype.itemsize != sizeof(ft_pkt) or not records.flags.c_contiguous:
             # numpy's concatenate and friends may return a packed copy of a structured dtype:
             # pass dtype=PKT_DTYPE to them
@@ -1115,11 +1313,18 @@ cdef class FlowTable:
             dview = data
             self.cur_data = &dview[0]
             self.cur_data_len = dview.shape[0]
+        cdef const uint8_t[::1] buf
+        if data is not None and self.dpi != NULL and len(data):
+            buf = data
+            self.data = &buf[0]
+            self.data_len = buf.shape[0]
         try:
             with nogil:
                 done = self.add_c(pkts, start, n)
         finally:
             self.cur_data = NULL
+            self.data = NULL
+            self.data_len = 0
         return start + done
 
     def expire(self, uint64_t now_ns):
@@ -1199,7 +1404,34 @@ cdef class FlowTable:
                 "cm_rep_without_req": self.roce_cm_rep_unmatched,
                 "qpn_reuse_splits": self.roce_qpn_reuse_splits,
             },
+            "dpi": self.dpi_counters(),  # DPI (issue 5)
         }
+
+    # ---- DPI (issue 5) ---------------------------------------------------------------------------------
+    def dpi_counters(self):
+        """DPI run counters (an empty dict when DPI is off)."""
+        if self.dpi == NULL:
+            return {}
+        cdef ft_dpi_counters c = self.dpi.c
+        return {
+            "budget_packets": self.dpi.budget,
+            "packets_inspected": c.packets_inspected, "flows_inspected": c.flows_inspected,
+            "flows_detected": c.flows_detected, "flows_payload_rule": c.flows_rule_payload,
+            "flows_budget_spent": c.flows_budget_spent, "flows_all_excluded": c.flows_all_excluded,
+            "reassembly_started": c.reasm_started, "reassembly_gaps": c.reasm_gaps,
+            "reassembly_full": c.reasm_full, "reassembly_pool_full": c.reasm_pool_full,
+            "fields_pool_full": c.fields_pool_full,
+            "fields_slots_used": self.dpi.ext_hw, "reassembly_slots_used": self.dpi.rs_hw,
+        }
+
+    def set_rules(self, compiled):
+        """Install compiled rules (dpi.rules.CompiledRules.tables()): replaces the previous ones. Only
+        flows decided after the call see them."""
+        if self.dpi == NULL:
+            self.dpi_rules = compiled
+            return
+        install_rules(&self.dpi.rules, compiled)
+        self.dpi_rules = compiled
 
 
 def text_columns(recs, uint16_t seed=0):
@@ -1242,3 +1474,333 @@ def text_columns(recs, uint16_t seed=0):
             ft_community_id(seed, r.ip_version, r.src_addr, r.dst_addr, r.proto, sp, dp,
                             <char *> &cd[30 * i])
     return ((src_off, src_data[:spos]), (dst_off, dst_data[:dpos]), (cid_off, cid_data[:30 * n]))
+
+
+# ---- DPI (issue 5): labels, dissectors, rule installation, a one-flow harness for tests -----------------
+
+def dpi_labels():
+    """The built-in application labels, indexed by label id ("" for id 0: none)."""
+    return [FT_APP_NAMES[i].decode() for i in range(FT_APP__COUNT)]
+
+
+def dpi_dissectors():
+    """The dissector tables: {"tcp": [(module, label), ...], "udp": [...]}, in the order they are tried.
+    app_rule id of entry i: 1 + i (TCP), 65 + i (UDP)."""
+    labels = dpi_labels()
+    return {"tcp": [(FT_DPI_TCP[i].name.decode(), labels[FT_DPI_TCP[i].app]) for i in range(FT_DPI_NTCP)],
+            "udp": [(FT_DPI_UDP[i].name.decode(), labels[FT_DPI_UDP[i].app]) for i in range(FT_DPI_NUDP)]}
+
+
+DPI_RULE_BASE = FT_DPI_RULE_BASE
+
+
+cdef void *_calloc_or_raise(size_t n, size_t size) except NULL:
+    cdef void *p = calloc(n if n else 1, size)
+    if p == NULL:
+        raise MemoryError()
+    return p
+
+
+cdef int install_rules(ft_rules *R, compiled) except -1:
+    """Copies compiled rules (dicts built by dpi/rules.py, sorted by rank) into C tables, replacing R's."""
+    cdef list rules = list(compiled["rules"])
+    cdef size_t nports = sum(len(r["ports"]) for r in rules)
+    cdef size_t ncidrs = sum(len(r["cidrs"]) for r in rules)
+    cdef size_t nnames = sum(len(r["names"]) + len(r["alpns"]) for r in rules)
+    cdef size_t npats = sum(len(r["pats"]) for r in rules)
+    cdef ft_rules T
+    memset(&T, 0, sizeof(T))
+    cdef size_t i, k, j, ip = 0, ic = 0, iname = 0, ipat = 0, ipay = 0
+    cdef ft_rule *r
+    cdef ft_rule_pat *t
+    cdef bytes b
+    try:
+        T.r = <ft_rule *> _calloc_or_raise(len(rules), sizeof(ft_rule))
+        T.ports = <ft_rule_port *> _calloc_or_raise(nports, sizeof(ft_rule_port))
+        T.cidrs = <ft_rule_cidr *> _calloc_or_raise(ncidrs, sizeof(ft_rule_cidr))
+        T.names = <ft_rule_name *> _calloc_or_raise(nnames, sizeof(ft_rule_name))
+        T.pats = <ft_rule_pat *> _calloc_or_raise(npats, sizeof(ft_rule_pat))
+        T.payload = <uint32_t *> _calloc_or_raise(len(rules), sizeof(uint32_t))
+        for i, d in enumerate(rules):
+            r = &T.r[i]
+            r.rank = d["rank"]
+            r.app = d["app"]
+            r.l4 = d["l4"]
+            r.conf = d["conf"]
+            r.side = d["side"]
+            r.flags = d["flags"]
+            r.det[0] = d["det"][0]
+            r.det[1] = d["det"][1]
+            r.port_i, r.port_n = ip, len(d["ports"])
+            for lo, hi in d["ports"]:
+                T.ports[ip].lo = lo
+                T.ports[ip].hi = hi
+                ip += 1
+            r.cidr_i, r.cidr_n = ic, len(d["cidrs"])
+            for ver, plen, addr in d["cidrs"]:
+                T.cidrs[ic].ver = ver
+                T.cidrs[ic].plen = plen
+                b = bytes(addr).ljust(16, b"\0")
+                memcpy(T.cidrs[ic].addr, <const char *> b, 16)
+                ic += 1
+            for key, start_attr in (("names", 0), ("alpns", 1)):
+                if start_attr == 0:
+                    r.name_i, r.name_n = iname, len(d[key])
+                else:
+                    r.alpn_i, r.alpn_n = iname, len(d[key])
+                for text in d[key]:
+                    b = text.encode()
+                    if len(b) >= FT_DPI_NAME_LEN:
+                        raise ValueError(f"name pattern longer than {FT_DPI_NAME_LEN - 1} bytes: {text!r}")
+                    memcpy(T.names[iname].text, <const char *> b, len(b))
+                    T.names[iname].text[len(b)] = 0
+                    iname += 1
+            r.pat_i, r.pat_n = ipat, len(d["pats"])
+            for pd in d["pats"]:
+                t = &T.pats[ipat]
+                pb, care = bytes(pd["bytes"]), bytes(pd["care"])
+                if not 1 <= len(pb) <= FT_PAT_MAX or len(care) != len(pb):
+                    raise ValueError(f"payload pattern must be 1..{FT_PAT_MAX} bytes")
+                t.dir = pd["dir"]
+                t.anywhere = pd["anywhere"]
+                t.len = len(pb)
+                t.offset = pd["offset"]
+                t.within = pd["within"]
+                for j in range(<size_t> len(pb)):
+                    t.bytes[j] = pb[j]
+                    t.care[j] = care[j]
+                    # Shift-And: bit j of sa[c] is set when pattern position j accepts byte c
+                    if care[j]:
+                        t.sa[pb[j]] |= (<uint64_t> 1) << j
+                    else:
+                        for k in range(256):
+                            t.sa[k] |= (<uint64_t> 1) << j
+                ipat += 1
+            if r.flags & FT_RULE_PAYLOAD:
+                T.payload[ipay] = i
+                ipay += 1
+        T.n = len(rules)
+        T.npayload = ipay
+        # port index (see struct ft_rules): narrow port rules by port, the others in `always`
+        per_port = {}
+        always = []
+        for i, d in enumerate(rules):
+            if d["flags"] & FT_RULE_PAYLOAD:
+                continue
+            width = sum(hi - lo + 1 for lo, hi in d["ports"])
+            if d["ports"] and width <= 4096:
+                for lo, hi in d["ports"]:
+                    for port in range(lo, hi + 1):
+                        per_port.setdefault(port, []).append(i)
+            else:
+                always.append(i)
+        T.port_off = <uint32_t *> _calloc_or_raise(65537, sizeof(uint32_t))
+        T.port_list = <uint32_t *> _calloc_or_raise(sum(len(v) for v in per_port.values()), sizeof(uint32_t))
+        T.always = <uint32_t *> _calloc_or_raise(len(always), sizeof(uint32_t))
+        k = 0
+        for port in range(65536):
+            T.port_off[port] = k
+            for i in sorted(set(per_port.get(port, ()))):
+                T.port_list[k] = i
+                k += 1
+        T.port_off[65536] = k
+        for j, i in enumerate(always):
+            T.always[j] = i
+        T.nalways = len(always)
+    except BaseException:
+        ft_dpi_rules_free(&T)
+        raise
+    ft_dpi_rules_free(R)
+    memcpy(R, &T, sizeof(ft_rules))
+    return 0
+
+
+cdef dict _out_dict(const ft_dpi_out *o):
+    s = lambda bytes c: c.decode("ascii", "replace")
+    d = {}
+    if o.set & 0x001:
+        d["server_name"] = s(o.server_name)
+    if o.set & 0x002:
+        d["alpn"] = s(o.alpn)
+    if o.set & 0x008:
+        d["version"] = s(o.version)
+    if o.set & 0x010:
+        d["http_method"] = s(o.http_method)
+    if o.set & 0x020:
+        d["http_path"] = s(o.http_path)
+    if o.set & 0x040:
+        d["user_agent"] = s(o.user_agent)
+    if o.set & 0x080:
+        d["dns_qtype"] = o.dns_qtype
+    if o.set & 0x100:
+        d["dns_rcode"] = o.dns_rcode
+    return d
+
+
+cdef class DpiFlow:
+    """One flow through the real DPI registry, without a flow table: for dissector tests.
+
+        f = DpiFlow("tcp", client_port, server_port, budget=16)
+        f.packet(payload, dir=0, seq=1000)   # dir 0 initiator -> responder; seq: TCP sequence number
+        f.state()     # {"done": bool, "need_more": bool, "candidates": n, "label": "tls" or None (no verdict yet)}
+        f.result()    # finalizes (rules apply) and returns the record's DPI part as a dict
+    """
+    cdef ft_dpi_ctx *ctx
+    cdef ft_dpi_state st
+    cdef ft_dpi_flowinfo fi
+    cdef uint8_t caddr[16]
+    cdef uint8_t saddr[16]
+    cdef object labels
+
+    def __cinit__(self, proto, int cport, int sport, int budget=16, compiled_rules=None,
+                  bytes client_addr=b"\x0a\0\0\x01", bytes server_addr=b"\x0a\0\0\x02"):
+        cdef uint8_t l4 = {"tcp": 6, "udp": 17}.get(proto, proto) if isinstance(proto, str) else proto
+        self.ctx = ft_dpi_ctx_new(budget, 1024, 64)
+        if self.ctx == NULL:
+            raise MemoryError()
+        if compiled_rules is not None:
+            install_rules(&self.ctx.rules, compiled_rules)
+        ft_dpi_flow_init(&self.st, l4, cport, sport)
+        memset(self.caddr, 0, 16)
+        memset(self.saddr, 0, 16)
+        memcpy(self.caddr, <const char *> client_addr, min(16, len(client_addr)))
+        memcpy(self.saddr, <const char *> server_addr, min(16, len(server_addr)))
+        self.fi.ip_version = 4 if len(client_addr) == 4 else 6
+        self.fi.initiator_known = 1
+        self.fi.caddr = self.caddr
+        self.fi.saddr = self.saddr
+        self.labels = dpi_labels()
+        if compiled_rules is not None:
+            self.labels = self.labels + list(compiled_rules.get("extra_labels", []))
+
+    def __dealloc__(self):
+        if self.ctx != NULL:
+            ft_dpi_flow_free(self.ctx, &self.st)
+            ft_dpi_ctx_free(self.ctx)
+
+    def packet(self, const uint8_t[::1] payload, int dir=0, uint32_t seq=0, bint cut=False):
+        """Feeds one packet's payload (ignored once DPI is done, as in the flow table)."""
+        if self.st.flags & FT_DPI_S_DONE or payload.shape[0] == 0:
+            return
+        ft_dpi_packet(self.ctx, &self.st, &self.fi, &payload[0], payload.shape[0], cut, dir, seq)
+
+    def state(self):
+        label = self.labels[self.st.app] if self.st.detector and self.st.app < len(self.labels) else None
+        table = dpi_dissectors()["tcp" if self.st.l4 == 6 else "udp"] if self.st.l4 in (6, 17) else []
+        cands = [table[i][0] for i in range(len(table)) if (self.st.cand >> i) & 1]
+        return {"done": bool(self.st.flags & FT_DPI_S_DONE), "need_more": bool(self.st.flags & 0x20),
+                "candidates": cands, "label": label, "inspected": self.st.pkts}
+
+    def result(self):
+        cdef ft_dpi_out o
+        ft_dpi_export(self.ctx, &self.st, &self.fi, &o)
+        d = _out_dict(&o)
+        d["app"] = self.labels[o.app] if o.app < len(self.labels) else o.app
+        d["base"] = self.labels[o.base] if o.base else None
+        d["rule_id"] = o.rule
+        d["conf"] = o.conf
+        d["inspected"] = o.inspected
+        return d
+
+    def counters(self):
+        cdef ft_dpi_counters c = self.ctx.c
+        return {"packets_inspected": c.packets_inspected, "reassembly_started": c.reasm_started,
+                "reassembly_gaps": c.reasm_gaps, "flows_detected": c.flows_detected}
+
+
+# ---- QUIC Initial cryptography, for tests against hashlib and the RFC vectors ---------------------------
+
+def _crypto_sha256(const uint8_t[::1] data, bint portable=False):
+    cdef ft_sha256 s
+    cdef uint8_t out[32]
+    ft_sha_portable = portable
+    ft_sha256_init(&s)
+    if data.shape[0]:
+        ft_sha256_update(&s, &data[0], data.shape[0])
+    ft_sha256_final(&s, out)
+    ft_sha_portable = 0
+    return bytes(out[:32])
+
+
+def _crypto_hmac_sha256(bytes key, bytes msg):
+    cdef uint8_t out[32]
+    ft_hmac_sha256(key, len(key), msg, len(msg), out)
+    return bytes(out[:32])
+
+
+def _crypto_hkdf_expand_label(bytes secret, str label, int length):
+    cdef uint8_t out[32]
+    if len(secret) != 32 or not 0 < length <= 32:
+        raise ValueError("32-byte secret, length 1..32")
+    b = label.encode()
+    ft_hkdf_expand_label(secret, b, out, length)
+    return bytes(out[:length])
+
+
+def _crypto_aes128(bytes key, bytes block, bint portable=False):
+    cdef ft_aes128 a
+    cdef uint8_t out[16]
+    if len(key) != 16 or len(block) != 16:
+        raise ValueError("16-byte key and block")
+    ft_aes_portable = portable
+    ft_aes128_setkey(&a, key)
+    ft_aes128_encrypt(&a, block, out)
+    ft_aes_portable = 0
+    return bytes(out[:16])
+
+
+# ---- DPI (issue 5): text columns of flow records, built in one pass ---------------------------------------
+
+def dpi_text_columns(recs):
+    """server_name, alpn, version, http_method, http_path, user_agent of an array of FLOWREC_DTYPE, each as
+    (int32 offsets, uint8 data, validity mask bool) ready for pyarrow.StringArray.from_buffers; a field is
+    valid when its bit is set in the record's dpi.set. No Python object per record."""
+    if recs.dtype.itemsize != sizeof(ft_flowrec) or not recs.flags.c_contiguous:
+        raise ValueError("records must be a contiguous array of FLOWREC_DTYPE")
+    cdef Py_ssize_t n = len(recs)
+    cdef const uint8_t[::1] raw = recs.view(np.uint8).reshape(-1) if n else np.zeros(1, np.uint8)
+    cdef size_t offs[6]
+    cdef size_t widths[6]
+    cdef uint16_t bits[6]
+    offs[0] = <size_t> &(<ft_flowrec *> NULL).dpi.server_name[0]; widths[0] = 128; bits[0] = 0x001
+    offs[1] = <size_t> &(<ft_flowrec *> NULL).dpi.alpn[0]; widths[1] = 32; bits[1] = 0x002
+    offs[2] = <size_t> &(<ft_flowrec *> NULL).dpi.version[0]; widths[2] = 48; bits[2] = 0x008
+    offs[3] = <size_t> &(<ft_flowrec *> NULL).dpi.http_method[0]; widths[3] = 16; bits[3] = 0x010
+    offs[4] = <size_t> &(<ft_flowrec *> NULL).dpi.http_path[0]; widths[4] = 112; bits[4] = 0x020
+    offs[5] = <size_t> &(<ft_flowrec *> NULL).dpi.user_agent[0]; widths[5] = 112; bits[5] = 0x040
+    out = []
+    cdef int k
+    cdef Py_ssize_t i, total
+    cdef size_t j
+    cdef const ft_flowrec *r
+    cdef const char *s
+    cdef int32_t[::1] o
+    cdef uint8_t[::1] d
+    cdef uint8_t[::1] v
+    for k in range(6):
+        offsets = np.empty(n + 1, np.int32)
+        valid = np.zeros(n, np.uint8)
+        o = offsets
+        v = valid
+        total = 0
+        with nogil:
+            o[0] = 0
+            for i in range(n):
+                r = &(<const ft_flowrec *> &raw[0])[i]
+                if r.dpi.set & bits[k]:
+                    v[i] = 1
+                    s = (<const char *> r) + offs[k]
+                    j = 0
+                    while j < widths[k] and s[j] != 0:
+                        j += 1
+                    total += j
+                o[i + 1] = <int32_t> total
+        data = np.empty(max(total, 1), np.uint8)
+        d = data
+        with nogil:
+            for i in range(n):
+                if o[i + 1] > o[i]:
+                    r = &(<const ft_flowrec *> &raw[0])[i]
+                    memcpy(&d[o[i]], (<const char *> r) + offs[k], o[i + 1] - o[i])
+        out.append((offsets, data[:total], valid.view(bool)))
+    return out

@@ -14,6 +14,7 @@
 #include "ft_roce.h"
 /* ---- end RoCE meter ---- */
 #include "ft_tcp.h"   /* TCP meter (issue 3) */
+#include "dpi/dpi_types.h" /* DPI (issue 5): struct ft_dpi_state, struct ft_dpi_out */
 
 /* Bidirectional flow key: endpoint A is the lower (address, port) pair, so both directions of a conversation
  * produce the same key. 48 bytes, compared with memcmp: all padding is explicit and zeroed. */
@@ -79,6 +80,8 @@ struct ft_flow {
      * embedded in every flow, its 1952 bytes made a mixed replay 1.5x slower and doubled its memory ---- */
     struct ft_roce_meter *roce;
     struct ft_tcp_meter tcp;    /* TCP meter (ext/ft_tcp.h); zero for other protocols. Keep last. */
+    /* ---- DPI (issue 5) ---- */
+    struct ft_dpi_state dpi;    /* 40 bytes: candidates, budget, verdict (ext/dpi/dpi_types.h) */
 };
 
 /* One exported flow record, oriented: src = initiator. Arrays of these are turned into Arrow columns. */
@@ -117,6 +120,8 @@ struct ft_flowrec {
     int32_t roce_row;
     int32_t _pad2;
     struct ft_tcp_out tcp;      /* TCP meter export (ext/ft_tcp.h); zero for other protocols. Keep last. */
+    /* ---- DPI (issue 5) ---- */
+    struct ft_dpi_out dpi;      /* 448 bytes: label ids, confidence, server name, ALPN, ... */
 };
 
 struct ft_rec_field { const char *name; size_t offset; const char *fmt; };
@@ -134,6 +139,14 @@ static const struct ft_rec_field FT_FLOWREC_FIELDS[] = {
     FT_RFIELD(ip_version, "u1"), FT_RFIELD(proto, "u1"), FT_RFIELD(end_reason, "u1"), FT_RFIELD(tos, "u1"),
     FT_RFIELD(tunnel_type, "u1"), FT_RFIELD(icmp_type, "u1"), FT_RFIELD(icmp_code, "u1"),
     FT_RFIELD(has_icmp, "u1"), FT_RFIELD(roce_row, "<i4"),
+    /* ---- DPI (issue 5) ---- */
+#define FT_DFIELD(n, f) { "dpi_" #n, offsetof(struct ft_flowrec, dpi.n), f }
+    FT_DFIELD(server_name, "S128"), FT_DFIELD(alpn, "S32"), FT_DFIELD(version, "S48"),
+    FT_DFIELD(http_method, "S16"), FT_DFIELD(http_path, "S112"), FT_DFIELD(user_agent, "S112"),
+    FT_DFIELD(set, "<u2"), FT_DFIELD(truncated, "<u2"), FT_DFIELD(app, "<u2"), FT_DFIELD(base, "<u2"),
+    FT_DFIELD(rule, "<u2"), FT_DFIELD(dns_qtype, "<u2"), FT_DFIELD(dns_rcode, "u1"), FT_DFIELD(conf, "u1"),
+    FT_DFIELD(inspected, "u1"),
+#undef FT_DFIELD
 };
 static const int FT_FLOWREC_NFIELDS = sizeof(FT_FLOWREC_FIELDS) / sizeof(FT_FLOWREC_FIELDS[0]);
 

@@ -17,6 +17,7 @@ import click
 # small host those threads took 9 % of a replay's CPU (perf) from the core the engine needs.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
+EXIT_USAGE = 2
 EXIT_INPUT = 3
 EXIT_OUTPUT = 4
 EXIT_INTERRUPTED = 130
@@ -97,6 +98,7 @@ Examples:
   flowtap replay trace.pcap -o flows.parquet
   flowtap replay a.pcapng b.pcap.gz c.pcap.zst -o flows.arrow      # several files, one output
   flowtap replay big.pcap -o flows.arrows --idle-timeout 30 --max-flows 200000
+  flowtap replay trace.pcap -o flows.parquet --rules ./my-rules --dpi-budget 24
   flowtap replay trace.pcap -o - | python -c 'import pyarrow as pa,sys; print(pa.ipc.open_stream(sys.stdin.buffer).read_all().num_rows)'
 
 \b
@@ -123,14 +125,21 @@ Exit codes: 0 ok, 2 usage, 3 unreadable or malformed input (what was read is sti
 @click.option("--progress/--no-progress", default=None,
               help="Progress on stderr (default: when stderr is a terminal).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON instead of text.")
-def replay(captures, output, fmt, idle_timeout, active_timeout, max_flows, observer, progress, as_json):
+# ---- DPI (issue 5) ----
+@click.option("--rules", "rules", multiple=True, type=click.Path(exists=True), metavar="DIR",
+              help="Extra rule files or directories of *.toml (repeatable); they override the shipped rules.")
+@click.option("--dpi-budget", default=16, show_default=True, type=click.IntRange(0, 255), metavar="N",
+              help="Payload packets per flow (both directions) shown to the dissectors; 0 turns DPI off.")
+def replay(captures, output, fmt, idle_timeout, active_timeout, max_flows, observer, progress, as_json,
+           rules, dpi_budget):
     """Replay pcap/pcapng captures (plain, .gz or .zst) into flow records."""
-    from dpi.engine import EngineConfig
+    from dpi.engine import EngineConfig, RulesError
     from dpi.replay import InputError, replay as run_replay
     from dpi.writer import OutputError
 
     config = EngineConfig(idle_timeout_s=idle_timeout, active_timeout_s=active_timeout,
-                          max_flows=max_flows, observer_host=observer)
+                          max_flows=max_flows, observer_host=observer, dpi_budget=dpi_budget,
+                          rules=list(rules))
     try:
         config.validate()
     except ValueError as e:
@@ -143,6 +152,10 @@ def replay(captures, output, fmt, idle_timeout, active_timeout, max_flows, obser
     interrupted = False
     try:
         res = run_replay(list(captures), output, config, fmt=fmt, progress=bar)
+    except RulesError as e:  # DPI (issue 5): a bad rule file stops the run before any output
+        for msg in e.errors:
+            _err(msg)
+        sys.exit(EXIT_USAGE)
     except InputError as e:
         _err(str(e))
         sys.exit(EXIT_INPUT)
@@ -440,6 +453,109 @@ def nic_counters(output, interval, count, sysfs_root, devices, fmt):
     _err(f"{res['samples']} samples, {res['rows']:,} rows, {res['counter_resets']} counter resets, "
          f"{res['ports_vanished']} ports vanished -> {output}")
 # ---- end RDMA NIC port counters ----
+# ---- DPI (issue 5): rule files ----------------------------------------------------------------------------
+
+RULES_EPILOG = """
+\b
+Examples:
+  flowtap rules check                     # the shipped rules (rules/*.toml)
+  flowtap rules check ./my-rules          # yours on top of them: errors, overrides, conflicts
+  flowtap rules test trace.pcap --rules ./my-rules
+  flowtap rules list
+
+\b
+The format is described in rules/README.md.
+"""
+
+
+@main.group(epilog=RULES_EPILOG)
+def rules():
+    """Check, list and try application-classification rules (TOML)."""
+
+
+@rules.command("check", epilog=RULES_EPILOG)
+@click.argument("paths", nargs=-1, type=click.Path())
+@click.option("--no-shipped", is_flag=True, help="Check only PATHS, without the shipped rules.")
+def rules_check(paths, no_shipped):
+    """Validate rule files: report every error with file and line, overrides and conflicts.
+
+    Exit status 0 when the rules are usable, 1 when any file has an error."""
+    from dpi.rules import load_rules
+
+    rs = load_rules(paths, shipped=not no_shipped)
+    for e in rs.errors:
+        click.echo(f"error: {e}")
+    for o in rs.overrides:
+        click.echo(f"override: {o}")
+    for c in rs.conflicts:
+        click.echo(f"conflict: {c}")
+    ok = not rs.errors
+    click.echo(f"{len(rs.files)} file(s), {len(rs.rules)} rule(s), {len(rs.errors)} error(s), "
+               f"{len(rs.overrides)} override(s), {len(rs.conflicts)} conflict(s)"
+               + ("" if ok else ": the rules cannot be used"))
+    sys.exit(0 if ok else 1)
+
+
+@rules.command("list", epilog=RULES_EPILOG)
+@click.argument("paths", nargs=-1, type=click.Path())
+def rules_list(paths):
+    """List the rules in precedence order (first match wins), with file and line."""
+    from dpi.rules import CONFIDENCE, load_rules
+
+    rs = load_rules(paths)
+    for e in rs.errors:
+        _err(str(e))
+    if rs.errors:
+        sys.exit(1)
+    for r in rs.rules:
+        click.echo(f"{r.priority:>5}  {r.id:<28} {r.app:<20} {r.category:<13} {CONFIDENCE[r.confidence]:<8} "
+                   f"{r.where}")
+
+
+@rules.command("test", epilog=RULES_EPILOG)
+@click.argument("capture", type=click.Path(exists=True, dir_okay=False))
+@click.option("--rules", "extra", multiple=True, type=click.Path(exists=True), metavar="DIR",
+              help="Extra rule files or directories (repeatable).")
+@click.option("--dpi-budget", default=16, show_default=True, type=click.IntRange(1, 255), metavar="N")
+@click.option("--all", "show_all", is_flag=True, help="Also list flows nothing recognised.")
+def rules_test(capture, extra, dpi_budget, show_all):
+    """Show, per flow of CAPTURE, the verdict and the rule or dissector that decided."""
+    from dpi.capture import CaptureError, CaptureReader
+    from dpi.engine import Engine, EngineConfig, RulesError
+    from dpi.replay import PROTO_NAMES, endpoint
+
+    try:
+        eng = Engine(EngineConfig(rules=list(extra), dpi_budget=dpi_budget, observer_host="-"))
+    except RulesError as e:
+        for msg in e.errors:
+            _err(msg)
+        sys.exit(EXIT_USAGE)
+    batches = []
+    status = 0
+    try:
+        with CaptureReader(capture) as rd:
+            for recs, data in rd:
+                batches += list(eng.add(recs, data))
+    except CaptureError as e:
+        _err(str(e))
+        status = EXIT_INPUT
+    batches += list(eng.flush())
+    cols = ["flow_id", "protocol", "src_ip", "src_port", "dst_ip", "dst_port", "app_proto", "app_confidence",
+            "app_rule", "server_name", "dpi_packets"]
+    shown = total = 0
+    for b in batches:
+        for r in b.select(cols).to_pylist():
+            total += 1
+            if r["app_proto"] is None and not show_all:
+                continue
+            shown += 1
+            flow = (f"{endpoint(r['src_ip'], r['src_port'])} -> {endpoint(r['dst_ip'], r['dst_port'])} "
+                    f"{PROTO_NAMES.get(r['protocol'], r['protocol'])}")
+            click.echo(f"{r['flow_id']:>7}  {flow:<52} {r['app_proto'] or '-':<16} {r['app_confidence'] or '-':<8} "
+                       f"{r['app_rule'] or '-':<28} {r['server_name'] or ''}")
+    click.echo(f"{shown} of {total} flows shown ({total - shown} unrecognised"
+               + (")" if show_all else "; --all lists them)"), err=True)
+    sys.exit(status)
 
 
 @main.command("make-sample", hidden=True)
