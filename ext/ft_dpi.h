@@ -185,7 +185,11 @@ _Static_assert(FT_APP__COUNT <= 128, "rule 'detected' sets are 128-bit masks ove
 
 struct ft_rule_port { uint16_t lo, hi; };
 struct ft_rule_cidr { uint8_t ver, plen; uint8_t addr[16]; };
-struct ft_rule_name { char text[FT_DPI_NAME_LEN]; };   /* lower case; '*' any run, '?' one character */
+struct ft_rule_name {
+    char text[FT_DPI_NAME_LEN];  /* lower case; '*' any run, '?' one character */
+    uint8_t len;                 /* strlen(text) */
+    uint8_t tail;                /* length of the literal end after the last wildcard (len: no wildcard) */
+};
 struct ft_rule_pat {
     uint8_t dir;           /* FT_PAT_DIR_* */
     uint8_t anywhere;      /* 0: at `offset` exactly; 1: starting anywhere in [offset, offset + within) */
@@ -624,9 +628,19 @@ static inline int ft_rule_holds(const struct ft_rules *R, const struct ft_rule *
     if (r->flags & FT_RULE_NAME) {
         if (!o || !(o->set & FT_O_SERVER_NAME))
             return 0;
+        size_t n = strnlen(o->server_name, FT_DPI_NAME_LEN);
         int hit = 0;
-        for (uint32_t k = 0; k < r->name_n && !hit; k++)
-            hit = ft_glob(R->names[r->name_i + k].text, o->server_name);
+        for (uint32_t k = 0; k < r->name_n && !hit; k++) {
+            const struct ft_rule_name *pn = &R->names[r->name_i + k];
+            /* the literal end of the pattern must end the name: one memcmp rejects almost every pattern
+             * before the glob runs (and decides the patterns without wildcards) */
+            if (pn->tail > n || memcmp(o->server_name + n - pn->tail, pn->text + pn->len - pn->tail, pn->tail) != 0)
+                continue;
+            if (pn->tail == pn->len)
+                hit = n == pn->len;
+            else
+                hit = ft_glob(pn->text, o->server_name);
+        }
         if (!hit)
             return 0;
     }
