@@ -798,6 +798,7 @@ static inline void ft_dpi_packet(struct ft_dpi_ctx *c, struct ft_dpi_state *st, 
     int final = (cut && tcp) || full || last;
     int arg = dir | (final ? FT_DPI_FINAL : 0);
     int need = 0;
+    int was_waiting = (st->flags & FT_DPI_S_NEEDED) != 0; /* a candidate waited for more after the last look */
 
     if (st->detector) { /* extra phase: only the detector looks, to complete its fields */
         const struct ft_dissector *d = &t[st->detector - 1];
@@ -845,10 +846,12 @@ static inline void ft_dpi_packet(struct ft_dpi_ctx *c, struct ft_dpi_state *st, 
     int detected_done = st->detector && !(st->flags & FT_DPI_S_EXTRA);
     int nothing_left = !st->detector && st->cand == 0;
     if (detected_done || nothing_left || (st->prule && !st->detector) || last) {
-        if (nothing_left && !st->prule)
-            c->c.flows_all_excluded++;
-        else if (last && !st->detector && !st->prule)
-            c->c.flows_budget_spent++;
+        if (!st->detector && !st->prule) {
+            if (last && (was_waiting || need || !nothing_left))
+                c->c.flows_budget_spent++;
+            else if (nothing_left)
+                c->c.flows_all_excluded++;
+        }
         ft_dpi_finalize(c, st, fi);
         return;
     }
