@@ -508,8 +508,11 @@ def load_rules(extra: Iterable[str | Path] = (), shipped: bool = True) -> RuleSe
     errors: list[RuleError] = []
     files: list[str] = []
     sources: list[tuple[Path, bool]] = []
-    if shipped and SHIPPED_DIR.is_dir():
-        sources += [(f, False) for f in _files(SHIPPED_DIR)]
+    if shipped:
+        if SHIPPED_DIR.is_dir():
+            sources += [(f, False) for f in _files(SHIPPED_DIR)]
+        else:  # an install without the rules/ directory: say so rather than run without them
+            errors.append(RuleError(SHIPPED_DIR, None, "the shipped rules directory is missing"))
     for p in extra:
         p = Path(p)
         if not p.exists():

@@ -185,7 +185,11 @@ _Static_assert(FT_APP__COUNT <= 128, "rule 'detected' sets are 128-bit masks ove
 
 struct ft_rule_port { uint16_t lo, hi; };
 struct ft_rule_cidr { uint8_t ver, plen; uint8_t addr[16]; };
-struct ft_rule_name { char text[FT_DPI_NAME_LEN]; };   /* lower case; '*' any run, '?' one character */
+struct ft_rule_name {
+    char text[FT_DPI_NAME_LEN];  /* lower case; '*' any run, '?' one character */
+    uint8_t len;                 /* strlen(text) */
+    uint8_t tail;                /* length of the literal end after the last wildcard (len: no wildcard) */
+};
 struct ft_rule_pat {
     uint8_t dir;           /* FT_PAT_DIR_* */
     uint8_t anywhere;      /* 0: at `offset` exactly; 1: starting anywhere in [offset, offset + within) */
@@ -624,9 +628,19 @@ static inline int ft_rule_holds(const struct ft_rules *R, const struct ft_rule *
     if (r->flags & FT_RULE_NAME) {
         if (!o || !(o->set & FT_O_SERVER_NAME))
             return 0;
+        size_t n = strnlen(o->server_name, FT_DPI_NAME_LEN);
         int hit = 0;
-        for (uint32_t k = 0; k < r->name_n && !hit; k++)
-            hit = ft_glob(R->names[r->name_i + k].text, o->server_name);
+        for (uint32_t k = 0; k < r->name_n && !hit; k++) {
+            const struct ft_rule_name *pn = &R->names[r->name_i + k];
+            /* the literal end of the pattern must end the name: one memcmp rejects almost every pattern
+             * before the glob runs (and decides the patterns without wildcards) */
+            if (pn->tail > n || memcmp(o->server_name + n - pn->tail, pn->text + pn->len - pn->tail, pn->tail) != 0)
+                continue;
+            if (pn->tail == pn->len)
+                hit = n == pn->len;
+            else
+                hit = ft_glob(pn->text, o->server_name);
+        }
         if (!hit)
             return 0;
     }
@@ -784,6 +798,7 @@ static inline void ft_dpi_packet(struct ft_dpi_ctx *c, struct ft_dpi_state *st, 
     int final = (cut && tcp) || full || last;
     int arg = dir | (final ? FT_DPI_FINAL : 0);
     int need = 0;
+    int was_waiting = (st->flags & FT_DPI_S_NEEDED) != 0; /* a candidate waited for more after the last look */
 
     if (st->detector) { /* extra phase: only the detector looks, to complete its fields */
         const struct ft_dissector *d = &t[st->detector - 1];
@@ -831,10 +846,12 @@ static inline void ft_dpi_packet(struct ft_dpi_ctx *c, struct ft_dpi_state *st, 
     int detected_done = st->detector && !(st->flags & FT_DPI_S_EXTRA);
     int nothing_left = !st->detector && st->cand == 0;
     if (detected_done || nothing_left || (st->prule && !st->detector) || last) {
-        if (nothing_left && !st->prule)
-            c->c.flows_all_excluded++;
-        else if (last && !st->detector && !st->prule)
-            c->c.flows_budget_spent++;
+        if (!st->detector && !st->prule) {
+            if (last && (was_waiting || need || !nothing_left))
+                c->c.flows_budget_spent++;
+            else if (nothing_left)
+                c->c.flows_all_excluded++;
+        }
         ft_dpi_finalize(c, st, fi);
         return;
     }

@@ -129,7 +129,8 @@ Exit codes: 0 ok, 2 usage, 3 unreadable or malformed input (what was read is sti
 @click.option("--rules", "rules", multiple=True, type=click.Path(exists=True), metavar="DIR",
               help="Extra rule files or directories of *.toml (repeatable); they override the shipped rules.")
 @click.option("--dpi-budget", default=16, show_default=True, type=click.IntRange(0, 255), metavar="N",
-              help="Payload packets per flow (both directions) shown to the dissectors; 0 turns DPI off.")
+              help="Payload packets per flow (both directions) shown to the dissectors; 0 turns "
+                   "application classification off (no payload inspection, no rules).")
 def replay(captures, output, fmt, idle_timeout, active_timeout, max_flows, observer, progress, as_json,
            rules, dpi_budget):
     """Replay pcap/pcapng captures (plain, .gz or .zst) into flow records."""

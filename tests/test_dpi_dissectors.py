@@ -750,6 +750,9 @@ def test_openvpn_hard_reset_shapes_off_port():
         assert verdict("udp", 40000, 443, [(pkt, CLIENT)])["app"] == "openvpn", len(pkt)
         assert verdict("tcp", 40000, 443, [(struct.pack(">H", len(pkt)) + pkt, CLIENT)])["app"] == "openvpn"
     assert verdict("udp", 40000, 443, [(plain, SERVER)])["app"] == "openvpn"   # initiator guessed wrong
+    # the server's reset: ACK array of one (packet 0 of the client's session), message packet id 0
+    server = bytes([0x40]) + bytes(range(11, 19)) + b"\x01" + bytes(4) + sid + bytes(4)
+    assert verdict("udp", 40000, 443, [(server, CLIENT)])["app"] == "openvpn"
     near = [bytes([0x38]) + sid + b"\x01" + bytes(4), bytes([0x40]) + sid + b"\x00" + bytes(4),
             bytes([0x38]) + sid + struct.pack(">II", 1, 0x10000000) + bytes(32) + b"\x01\x02\x03\x04\x05"]
     assert_no_match("udp", 40000, 443, near)

@@ -481,3 +481,12 @@ def test_replay_refuses_a_malformed_rule_file(tmp_path):
     assert f"{rules / 'broken.toml'}:1: a rule needs at least one condition" in r.output
     assert f"{rules / 'broken.toml'}:6: id must be a string" in r.output
     assert not out.exists()
+
+
+def test_rules_readme_lists_the_dissector_labels():
+    """rules/README.md names the labels usable in `detected`: the same list as the C table."""
+    from dpi._flowtable import dpi_labels
+    text = (SHIPPED_DIR / "README.md").read_text()
+    block = text.split("## Labels the dissectors give", 1)[1]
+    listed = set(max(re.findall(r"`([^`]+)`", block), key=len).split())
+    assert listed == set(dpi_labels()[1:])

@@ -67,10 +67,7 @@
     X(IPSEC, "ipsec") \
     X(ZABBIX, "zabbix") \
     X(AMQP, "amqp") \
-    X(CEPH, "ceph") \
-    X(TFTP, "tftp") \
-    X(TELNET, "telnet") \
-    X(ELASTICSEARCH, "elasticsearch")
+    X(CEPH, "ceph")
 
 #define FT_APP_ENUM(id, name) FT_APP_##id,
 enum ft_app { FT_APP_LIST(FT_APP_ENUM) FT_APP__COUNT };

@@ -33,7 +33,16 @@ static inline int ft_dpi_openvpn(const uint8_t *p, uint32_t len, int dir, struct
      * taken the server for the initiator): opcode, session id (8), then
      *   - no tls-auth: an empty ACK array (0) and message packet id 0 (14 bytes);
      *   - tls-auth, HMAC-SHA1/256/512 (20/32/64) + replay packet id + time, then the same 5 bytes;
-     *   - tls-crypt: replay packet id 1 and a time in clear, a 32-byte tag, 5 encrypted bytes (54). */
+     *   - tls-crypt: replay packet id 1 and a time in clear, a 32-byte tag, 5 encrypted bytes (54).
+     * The server's P_CONTROL_HARD_RESET_SERVER_V2 (opcode 8) acknowledges packet 0 of the client's session:
+     * an ACK array of one (1, packet id 0, the client's session id) and message packet id 0, after the same
+     * optional tls-auth part: 26 bytes plain, 54/66/98 with HMAC-SHA1/256/512. */
+    if (m[0] == (8 << 3)) {
+        if ((n == 26 || n == 54 || n == 66 || n == 98) && m[n - 17] == 1 && ft_rd32(m + n - 16) == 0 &&
+            ft_rd32(m + n - 4) == 0)
+            return FT_DPI_DETECTED;
+        return FT_DPI_EXCLUDED;
+    }
     if (m[0] != (7 << 3))
         return FT_DPI_EXCLUDED;
     if ((n == 14 || n == 42 || n == 54 || n == 86) && m[n - 5] == 0 && ft_rd32(m + n - 4) == 0)
