@@ -47,9 +47,11 @@ static inline int ft_dpi_openvpn(const uint8_t *p, uint32_t len, int dir, struct
         return FT_DPI_EXCLUDED;
     if ((n == 14 || n == 42 || n == 54 || n == 86) && m[n - 5] == 0 && ft_rd32(m + n - 4) == 0)
         return FT_DPI_DETECTED;
-    uint32_t t = ft_rd32(m + 13);
-    if (n == 54 && ft_rd32(m + 9) == 1 && t >= 0x50000000u && t < 0x80000000u) /* 2012..2038 */
-        return FT_DPI_DETECTED;
+    if (n == 54) { /* tls-crypt: replay packet id 1, then a time in 2012..2038 */
+        uint32_t t = ft_rd32(m + 13);
+        if (ft_rd32(m + 9) == 1 && t >= 0x50000000u && t < 0x80000000u)
+            return FT_DPI_DETECTED;
+    }
     return FT_DPI_EXCLUDED;
 }
 

@@ -51,8 +51,8 @@ static inline int ft_dpi_stun(const uint8_t *p, uint32_t len, int dir, struct ft
 {
     (void)out;
     /* over TCP, RFC 4571 framing (a 2-byte length before each message) is common too */
-    if (st->l4 == 6 && len >= 2 && ft_rd16(p) >= 20 && (len < 8 || ft_rd32(p + 6) == 0x2112A442)) {
-        if (len < 8)
+    if (st->l4 == 6 && len >= 2 && ft_rd16(p) >= 20 && (len < 10 || ft_rd32(p + 6) == 0x2112A442)) {
+        if (len < 10)
             return ft_dpi_more(dir);
         return ft_stun_msg(p + 2, len - 2, dir, st);
     }
