@@ -5,6 +5,7 @@ Every helper cleans up what it made (namespaces, processes) in a finally block."
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import os
 import shutil
@@ -37,7 +38,24 @@ def live_skip_reason() -> str | None:
     for tool in ("ip", "tc", "ethtool"):
         if not shutil.which(tool):
             return f"{tool} not installed (sh probe/bpf_setup.sh installs it)"
-    return None
+    return _netns_exec_reason()
+
+
+@functools.lru_cache(maxsize=1)
+def _netns_exec_reason() -> str | None:
+    """`ip netns exec` remounts /sys in a new mount namespace and needs / to be a mount point: inside a
+    plain chroot (the README's minimal-Debian check) it fails, and the veth tests cannot run there."""
+    ns = f"ftprobe{os.getpid()}"
+    try:
+        r = subprocess.run(["ip", "netns", "add", ns], capture_output=True, text=True)
+        if r.returncode != 0:
+            return f"cannot create a network namespace here: {r.stderr.strip()}"
+        r = subprocess.run(["ip", "netns", "exec", ns, "true"], capture_output=True, text=True)
+        if r.returncode != 0:
+            return f"`ip netns exec` does not work here (a chroot without / as a mount point?): {r.stderr.strip()}"
+        return None
+    finally:
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
 
 
 def require_live():
