@@ -10,6 +10,7 @@ import os
 import numpy
 from Cython.Build import cythonize
 from setuptools import Extension, setup
+from setuptools.command.build_py import build_py
 
 DEBUG = os.environ.get("FLOWTAP_DEBUG", "") not in ("", "0")
 
@@ -51,7 +52,30 @@ try:
 except OSError:
     _mode_changed = True
 
+
+
+class build_py_with_data(build_py):
+    """A wheel (non-editable install) has no checkout beside the packages, so it carries copies of what the
+    code otherwise finds there: the shipped DPI rules (dpi/_shipped/rules) and the C headers the BPF
+    programs include (probe/_shipped/ext). An editable install keeps reading the checkout's own files."""
+
+    def run(self):
+        super().run()
+        if self.editable_mode:
+            return
+        copies = [("rules", ("dpi", "_shipped", "rules"), (".toml", ".md")),
+                  ("ext", ("probe", "_shipped", "ext"), (".h",)),
+                  (os.path.join("ext", "dpi"), ("probe", "_shipped", "ext", "dpi"), (".h",))]
+        for src, dst, suffixes in copies:
+            out = os.path.join(self.build_lib, *dst)
+            self.mkpath(out)
+            for name in sorted(os.listdir(src)):
+                if name.endswith(suffixes):
+                    self.copy_file(os.path.join(src, name), os.path.join(out, name))
+
+
 setup(
+    cmdclass={"build_py": build_py_with_data},
     ext_modules=cythonize(
         extensions,
         compiler_directives=directives,

@@ -24,7 +24,10 @@ except ModuleNotFoundError:  # Python < 3.11
 
 from ._flowtable import DPI_RULE_BASE, dpi_dissectors, dpi_labels
 
+# The checkout's rules/ (editable install), else the copy a wheel carries (setup.py, build_py_with_data).
 SHIPPED_DIR = Path(__file__).resolve().parents[1] / "rules"
+if not SHIPPED_DIR.is_dir():
+    SHIPPED_DIR = Path(__file__).resolve().parent / "_shipped" / "rules"
 
 # Categories a rule (and a built-in label) may carry. A closed list catches typos in user files.
 CATEGORIES = {
