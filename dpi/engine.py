@@ -34,7 +34,7 @@ class EngineConfig:
     idle_timeout_s: float = 120.0      # NFStream's default; a flow silent this long ends
     active_timeout_s: float = 1800.0   # a long flow yields one record per this period
     closed_timeout_s: float = 10.0     # a TCP flow that closed (FIN both ways / RST) leaves after this
-    max_flows: int = 1_000_000         # hard table capacity; beyond it the least recent flow is evicted
+    max_flows: int = 1_000_000         # hard table capacity; beyond it a flow is evicted (docs/limits.md)
     batch_rows: int = 65536            # flow records per Arrow record batch
     observer_host: str = ""            # default: this machine's host name
     community_id_seed: int = 0
