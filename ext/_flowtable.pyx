@@ -407,6 +407,10 @@ ROCE_OUT_DTYPE = _roce_out_dtype()
 FLOW_STATE_BYTES = sizeof(ft_flow)
 ROCE_METER_BYTES = sizeof(ft_roce_meter)   # RoCE meter (issue 4): per RoCE flow, beside FLOW_STATE_BYTES
 TCP_METER_BYTES = sizeof(ft_tcp_meter)   # TCP meter (issue 3): part of FLOW_STATE_BYTES
+cdef extern from "dpi/dpi_types.h":
+    enum:
+        FT_DPI_REASM_BYTES
+DPI_REASM_BYTES = FT_DPI_REASM_BYTES   # issue 7: the reassembly limit per direction, for limits reporting
 END_REASONS = {FT_END_IDLE: "idle timeout", FT_END_ACTIVE: "active timeout",
                FT_END_EOF: "end of flow detected", FT_END_FORCED: "forced end",
                FT_END_RESOURCES: "lack of resources"}
