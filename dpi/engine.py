@@ -34,12 +34,14 @@ class EngineConfig:
     idle_timeout_s: float = 120.0      # NFStream's default; a flow silent this long ends
     active_timeout_s: float = 1800.0   # a long flow yields one record per this period
     closed_timeout_s: float = 10.0     # a TCP flow that closed (FIN both ways / RST) leaves after this
-    max_flows: int = 1_000_000         # hard table capacity; beyond it the least recent flow is evicted
+    max_flows: int = 1_000_000         # hard table capacity; beyond it a flow is evicted (docs/limits.md)
     batch_rows: int = 65536            # flow records per Arrow record batch
     observer_host: str = ""            # default: this machine's host name
     community_id_seed: int = 0
     # ---- DPI (issue 5) ----
     dpi_budget: int = 16               # payload packets inspected per flow, both directions; 0 turns DPI off
+    dpi_reasm_flows: int = 4096        # flows whose first bytes are reassembled at once (8 kB each); beyond,
+                                       # a flow is inspected packet by packet (counted: reassembly_pool_full)
     rules: list = field(default_factory=list)  # extra rule files/directories (on top of the shipped rules/)
     shipped_rules: bool = True         # load rules/*.toml of this checkout
 
@@ -56,6 +58,9 @@ class EngineConfig:
             raise ValueError("community-id seed must be 0..65535")
         if not 0 <= self.dpi_budget <= 255:
             raise ValueError(f"dpi-budget must be between 0 (off) and 255 packets, not {self.dpi_budget}")
+        if not 0 <= self.dpi_reasm_flows <= 1 << 24:
+            raise ValueError(f"dpi-reasm-flows must be between 0 (no reassembly) and {1 << 24}, "
+                             f"not {self.dpi_reasm_flows}")
 
     def settings(self) -> dict:
         d = asdict(self)
@@ -139,6 +144,26 @@ def build_batch(recs: np.ndarray, schema: pa.Schema, observer: str, seed: int = 
     return pa.RecordBatch.from_arrays([cols[name] for name in COLUMN_NAMES], schema=schema)
 
 
+def limits(config: EngineConfig, c: dict) -> dict:
+    """Each limit a user can set, its value, and how often it was reached (docs/limits.md); c is
+    FlowTable.counters(). Stored in the output's flowtap.counters and shown in the CLI summaries."""
+    d = c.get("dpi", {})
+    return {
+        "max_flows": config.max_flows,
+        "flows_evicted": c["flows_evicted"],
+        "flows_evicted_established": c["flows_evicted_established"],
+        "dpi_budget_packets": config.dpi_budget,
+        "dpi_budget_exhausted_flows": d.get("flows_budget_spent", 0),
+        # reassembled prefix per direction: a compile-time bound (ext/dpi/dpi_types.h), not settable
+        "dpi_reasm_bytes": _flowtable.DPI_REASM_BYTES if config.dpi_budget else 0,
+        # times a direction's reassembled prefix reached dpi_reasm_bytes: bytes beyond were not inspected
+        "dpi_reasm_truncated": d.get("reassembly_full", 0),
+        "dpi_reasm_flows": config.dpi_reasm_flows,
+        # payload packets that wanted a reassembly buffer while all dpi_reasm_flows were taken
+        "dpi_reasm_no_buffer_packets": d.get("reassembly_pool_full", 0),
+    }
+
+
 class RulesError(ValueError):
     """Rule files that cannot be used: .errors lists every problem as "FILE:LINE: message"."""
 
@@ -168,6 +193,7 @@ class Engine:
             closed_timeout_ns=int(c.closed_timeout_s * NS),
             batch_rows=c.batch_rows,
             dpi_budget=c.dpi_budget,
+            dpi_reasm_max=c.dpi_reasm_flows,
         )
         self.table.set_rules(self.rules.compile())
         self.schema = flow_schema(metadata)
@@ -200,7 +226,9 @@ class Engine:
         yield self._batch()
 
     def counters(self) -> dict:
-        return self.table.counters()
+        c = self.table.counters()
+        c["limits"] = limits(self.config, c)
+        return c
 
     @property
     def active_flows(self) -> int:

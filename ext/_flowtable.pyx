@@ -1,7 +1,8 @@
 """Flow table: struct ft_pkt records in, struct ft_flowrec flow records out.
 
 The hot loop (FlowTable.add) runs without the GIL and without Python objects: a chained hash table over a
-slab of struct ft_flow, a recency list for idle expiry and eviction, and an output array of exported
+slab of struct ft_flow, two recency lists (flows on probation, established flows: idle expiry merges them,
+eviction prefers probation, see evict_victim), and an output array of exported
 records that Python drains in batches (FlowTable.take). Time is packet time only, so a replay is
 deterministic: the same input gives the same records in the same order.
 """
@@ -249,6 +250,7 @@ cdef extern from "ft_flow.h" nogil:
         int32_t hnext
         int32_t lru_prev
         int32_t lru_next
+        uint8_t lru_seg
         uint32_t rec_seq
         uint32_t tcp_isn
         uint16_t tcp_flags[2]
@@ -311,6 +313,8 @@ cdef extern from "ft_flow.h" nogil:
         FT_END_EOF
         FT_END_FORCED
         FT_END_RESOURCES
+        FT_SEG_PROBATION
+        FT_SEG_ESTABLISHED
         FT_TCPS_SYN
         FT_TCPS_SYNACK
         FT_TCPS_FIN_SRC
@@ -403,6 +407,10 @@ ROCE_OUT_DTYPE = _roce_out_dtype()
 FLOW_STATE_BYTES = sizeof(ft_flow)
 ROCE_METER_BYTES = sizeof(ft_roce_meter)   # RoCE meter (issue 4): per RoCE flow, beside FLOW_STATE_BYTES
 TCP_METER_BYTES = sizeof(ft_tcp_meter)   # TCP meter (issue 3): part of FLOW_STATE_BYTES
+cdef extern from "dpi/dpi_types.h":
+    enum:
+        FT_DPI_REASM_BYTES
+DPI_REASM_BYTES = FT_DPI_REASM_BYTES   # issue 7: the reassembly limit per direction, for limits reporting
 END_REASONS = {FT_END_IDLE: "idle timeout", FT_END_ACTIVE: "active timeout",
                FT_END_EOF: "end of flow detected", FT_END_FORCED: "forced end",
                FT_END_RESOURCES: "lack of resources"}
@@ -490,7 +498,12 @@ cdef class FlowTable:
     cdef int32_t nslots          # slots allocated in flows (grows by doubling up to capacity)
     cdef int32_t high_water      # slots ever used
     cdef int32_t free_head
-    cdef int32_t lru_head, lru_tail   # head = least recently seen
+    # Two recency lists, indexed by FT_SEG_*: flows on probation (not yet promoted, see ft_flow.h) and
+    # established flows. Each is ordered by touch_ns, head = least recently seen; idle expiry merges them.
+    cdef int32_t seg_head[2]
+    cdef int32_t seg_tail[2]
+    cdef int32_t seg_count[2]
+    cdef readonly int32_t probation_reserve   # a full table evicts from probation while it holds this many
     cdef readonly int32_t capacity
     cdef readonly int32_t active
     cdef readonly uint64_t idle_ns, active_ns, closed_ns
@@ -511,6 +524,7 @@ cdef class FlowTable:
     # counters (reach the Arrow metadata and the CLI summary)
     cdef readonly uint64_t packets_seen, packets_metered, bytes_metered
     cdef readonly uint64_t flows_created, flows_evicted, records_exported
+    cdef readonly uint64_t flows_evicted_established, flows_promoted
     cdef readonly uint64_t packets_ts_backwards, port_reuse_splits
     cdef uint64_t reasons[64]
     cdef uint64_t not_metered_reasons[64]
@@ -572,8 +586,15 @@ cdef class FlowTable:
         memset(self.buckets, 0xff, nb * sizeof(int32_t))
         self.high_water = 0
         self.free_head = NONE
-        self.lru_head = NONE
-        self.lru_tail = NONE
+        self.seg_head[0] = NONE
+        self.seg_head[1] = NONE
+        self.seg_tail[0] = NONE
+        self.seg_tail[1] = NONE
+        self.seg_count[0] = 0
+        self.seg_count[1] = 0
+        # An eighth of the table stays open to new flows under a flood: a legitimate connection then has
+        # capacity/8 new flows' time to complete its handshake before the flood pushes it out.
+        self.probation_reserve = max(1, max_flows // 8)
         self.active = 0
         self.now_ns = 0
         self.next_flow_id = 1
@@ -608,29 +629,59 @@ cdef class FlowTable:
         free(self.roce_cmreq)
         ft_dpi_ctx_free(self.dpi)  # DPI (issue 5)
 
-    # ---- recency list -------------------------------------------------------------------------------
+    # ---- recency lists --------------------------------------------------------------------------------
     cdef inline void lru_unlink(self, int32_t i) noexcept nogil:
+        """Take flow i out of the recency list of its segment (f.lru_seg)."""
         cdef ft_flow *f = &self.flows[i]
+        cdef int s = f.lru_seg
         if f.lru_prev != NONE:
             self.flows[f.lru_prev].lru_next = f.lru_next
         else:
-            self.lru_head = f.lru_next
+            self.seg_head[s] = f.lru_next
         if f.lru_next != NONE:
             self.flows[f.lru_next].lru_prev = f.lru_prev
         else:
-            self.lru_tail = f.lru_prev
+            self.seg_tail[s] = f.lru_prev
         f.lru_prev = NONE
         f.lru_next = NONE
+        self.seg_count[s] -= 1
 
     cdef inline void lru_append(self, int32_t i) noexcept nogil:
+        """Append flow i at the tail (most recent end) of the recency list of its segment (f.lru_seg)."""
         cdef ft_flow *f = &self.flows[i]
-        f.lru_prev = self.lru_tail
+        cdef int s = f.lru_seg
+        f.lru_prev = self.seg_tail[s]
         f.lru_next = NONE
-        if self.lru_tail != NONE:
-            self.flows[self.lru_tail].lru_next = i
+        if self.seg_tail[s] != NONE:
+            self.flows[self.seg_tail[s]].lru_next = i
         else:
-            self.lru_head = i
-        self.lru_tail = i
+            self.seg_head[s] = i
+        self.seg_tail[s] = i
+        self.seg_count[s] += 1
+
+    cdef inline int32_t lru_oldest(self) noexcept nogil:
+        """The least recently seen flow of the whole table (the older of the two list heads by touch_ns,
+        probation on a tie), or NONE when the table is empty. Both lists are ordered by touch_ns, so taking
+        heads in this order walks the flows in the order one list would hold them."""
+        cdef int32_t p = self.seg_head[FT_SEG_PROBATION]
+        cdef int32_t e = self.seg_head[FT_SEG_ESTABLISHED]
+        if p == NONE:
+            return e
+        if e == NONE or self.flows[p].touch_ns <= self.flows[e].touch_ns:
+            return p
+        return e
+
+    cdef inline int32_t evict_victim(self) noexcept nogil:
+        """The flow a full table gives up for a new one: the least recent flow on probation while probation
+        holds at least probation_reserve flows (or nothing is established), else the least recent
+        established flow. One-packet flows (a SYN flood, a scan) thus replace each other and leave
+        established flows alone; with too few on probation, an idle established flow goes before a busy
+        one. O(1): two list heads."""
+        if self.seg_count[FT_SEG_PROBATION] > 0 and (
+                self.seg_count[FT_SEG_PROBATION] >= self.probation_reserve
+                or self.seg_head[FT_SEG_ESTABLISHED] == NONE):
+            return self.seg_head[FT_SEG_PROBATION]
+        return self.seg_head[FT_SEG_ESTABLISHED]
 
     # ---- slots ----------------------------------------------------------------------------------------
     cdef int32_t slot_alloc(self) noexcept nogil:
@@ -781,8 +832,10 @@ cdef class FlowTable:
         cdef uint64_t timeout
         cdef int32_t i
         cdef bint closed
-        while self.lru_head != NONE and self.out_n < self.batch_rows:
-            i = self.lru_head
+        while self.out_n < self.batch_rows:
+            i = self.lru_oldest()
+            if i == NONE:
+                return
             f = &self.flows[i]
             closed = f.key.proto == 6 and tcp_closed(f)
             timeout = self.closed_ns if closed else self.idle_ns
@@ -792,13 +845,16 @@ cdef class FlowTable:
             self.remove(i)
 
     cdef int32_t create(self, const ft_key *key, uint32_t h, bint pkt_src_is_a, const ft_pkt *p) noexcept nogil:
-        """Insert a new flow for key; evicts the least recently seen flow when the table is full.
-        Returns its index, or NONE when no memory could be had (the packet is then counted, not metered)."""
+        """Insert a new flow for key, on probation; when the table is full, evicts the flow evict_victim()
+        names. Returns its index, or NONE when no memory could be had (the packet is then counted, not
+        metered)."""
         cdef int32_t i
         cdef ft_flow *f
         cdef uint32_t b
         if self.active >= self.capacity:
-            i = self.lru_head
+            i = self.evict_victim()
+            if self.flows[i].lru_seg == FT_SEG_ESTABLISHED:
+                self.flows_evicted_established += 1
             self.export(i, FT_END_RESOURCES)
             self.remove(i)
             self.flows_evicted += 1
@@ -824,6 +880,7 @@ cdef class FlowTable:
         self.buckets[b] = i
         f.lru_prev = NONE
         f.lru_next = NONE
+        f.lru_seg = FT_SEG_PROBATION
         self.lru_append(i)
         self.active += 1
         f.flow_id = self.next_flow_id
@@ -907,7 +964,7 @@ cdef class FlowTable:
             self.now_ns = p.ts_ns
         elif p.ts_ns + 1000000000 < self.now_ns:
             self.packets_ts_backwards += 1
-        if self.lru_head != NONE:
+        if self.active > 0:
             self.expire_idle()
         if state == 0:
             self.not_metered_reasons[p.reason & 63] += 1
@@ -952,9 +1009,18 @@ cdef class FlowTable:
                 self.export(i, FT_END_ACTIVE)
                 f.rec_seq += 1
                 self.period_reset(f, p.ts_ns)
+            if f.lru_seg == FT_SEG_PROBATION and not (
+                    p.proto == 6 and (p.flags & FT_F_L4) and (p.tcp_flags & (TCP_SYN | TCP_RST))):
+                # promotion (ft_flow.h): a second packet that is no SYN or RST, so a SYN flood answered by
+                # SYN/ACKs or RSTs stays on probation
+                self.lru_unlink(i)
+                f.lru_seg = FT_SEG_ESTABLISHED
+                self.lru_append(i)
+                f.touch_ns = p.ts_ns
+                self.flows_promoted += 1
             # Move to the tail of the recency list at most once per touch_step_ns: each move costs two
             # cache misses on the neighbours, and a busy flow would pay them at every packet.
-            if p.ts_ns >= f.touch_ns + self.touch_step_ns and self.lru_tail != i:
+            elif p.ts_ns >= f.touch_ns + self.touch_step_ns and self.seg_tail[f.lru_seg] != i:
                 self.lru_unlink(i)
                 self.lru_append(i)
                 f.touch_ns = p.ts_ns
@@ -1349,8 +1415,10 @@ cdef class FlowTable:
         cdef int32_t i
         cdef ft_flow *f
         with nogil:
-            while self.lru_head != NONE and self.out_n < self.batch_rows:
-                i = self.lru_head
+            while self.out_n < self.batch_rows:
+                i = self.lru_oldest()
+                if i == NONE:
+                    break
                 f = &self.flows[i]
                 self.export(i, FT_END_EOF if (f.key.proto == 6 and tcp_closed(f)) else FT_END_FORCED)
                 self.remove(i)
@@ -1394,6 +1462,10 @@ cdef class FlowTable:
             "flows_created": self.flows_created,
             "flows_active": self.active,
             "flows_evicted": self.flows_evicted,
+            "flows_evicted_established": self.flows_evicted_established,
+            "flows_promoted": self.flows_promoted,
+            "flows_on_probation": self.seg_count[FT_SEG_PROBATION],
+            "probation_reserve": self.probation_reserve,
             "records_exported": self.records_exported,
             "records_by_end_reason": {END_REASONS[k]: self.end_counts[k] for k in END_REASONS
                                       if self.end_counts[k]},

@@ -39,6 +39,11 @@ struct ft_key {
 #define FT_END_FORCED 4    /* forced end: the input ended (replay) or the capture stopped */
 #define FT_END_RESOURCES 5 /* lack of resources: evicted from a full table */
 
+/* ft_flow.lru_seg: a flow enters on probation and is promoted to established at its first packet that is
+ * not its first and, for TCP, carries neither SYN nor RST (the handshake's third packet, or any later one) */
+#define FT_SEG_PROBATION 0
+#define FT_SEG_ESTABLISHED 1
+
 /* ft_flow.tcp_state bits */
 #define FT_TCPS_SYN 0x01      /* initiator's SYN seen */
 #define FT_TCPS_SYNACK 0x02   /* responder's SYN/ACK seen */
@@ -62,7 +67,7 @@ struct ft_flow {
     uint32_t frag_pkts;         /* packets of this period that were IP fragments */
     uint32_t hash;              /* full hash of key */
     int32_t hnext;              /* next flow index in the hash chain, -1 ends */
-    int32_t lru_prev, lru_next; /* doubly-linked recency list, -1 ends */
+    int32_t lru_prev, lru_next; /* doubly-linked recency list of segment lru_seg, -1 ends */
     uint32_t rec_seq;           /* records already exported for this flow (active timeouts) */
     uint32_t tcp_isn;           /* initiator's SYN sequence number (port-reuse detection) */
     uint16_t tcp_flags[2];      /* OR of TCP flags per direction, current period */
@@ -73,7 +78,9 @@ struct ft_flow {
     uint8_t icmp_type;          /* first ICMP type/code from src */
     uint8_t icmp_code;
     uint8_t has_icmp;
-    uint8_t _pad[3];
+    uint8_t lru_seg;            /* FT_SEG_*: which recency list holds the flow (eviction policy:
+                                   _flowtable.pyx evict_victim); taken from padding, the size is unchanged */
+    uint8_t _pad[2];
     uint16_t outer_vlan_id;
     uint16_t iface;             /* interface (pcapng) of the first packet */
     /* ---- RoCE meter (issue 4): only RoCE flows (key.qpn != 0) have one, from a pool of stable chunks;

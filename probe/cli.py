@@ -119,8 +119,9 @@ Exit codes: 0 ok, 2 usage, 3 unreadable or malformed input (what was read is sti
 @click.option("--active-timeout", default=1800.0, show_default=True, type=float, metavar="S",
               help="A long flow yields a record every S seconds (same flow_id, delta counters).")
 @click.option("--max-flows", default=1_000_000, show_default=True, type=int, metavar="N",
-              help="Flow-table capacity; when full, the least recently seen flow is exported early "
-                   "(flow_end_reason 5) and counted.")
+              help="Flow-table capacity; when full, a flow is exported early (flow_end_reason 5) and "
+                   "counted: one-packet flows (floods, scans) first, then the least recently seen "
+                   "(docs/limits.md).")
 @click.option("--observer", default="", metavar="NAME", help="observer_host value (default: host name).")
 @click.option("--progress/--no-progress", default=None,
               help="Progress on stderr (default: when stderr is a terminal).")
@@ -131,8 +132,12 @@ Exit codes: 0 ok, 2 usage, 3 unreadable or malformed input (what was read is sti
 @click.option("--dpi-budget", default=16, show_default=True, type=click.IntRange(0, 255), metavar="N",
               help="Payload packets per flow (both directions) shown to the dissectors; 0 turns "
                    "application classification off (no payload inspection, no rules).")
+@click.option("--dpi-reasm-flows", default=4096, show_default=True, type=click.IntRange(0, 1 << 24),
+              metavar="N",
+              help="Flows whose first payload bytes (up to 4096 per direction) are reassembled at once, 8 kB "
+                   "each; beyond, DPI sees a flow packet by packet. 0: no reassembly.")
 def replay(captures, output, fmt, idle_timeout, active_timeout, max_flows, observer, progress, as_json,
-           rules, dpi_budget):
+           rules, dpi_budget, dpi_reasm_flows):
     """Replay pcap/pcapng captures (plain, .gz or .zst) into flow records."""
     from dpi.engine import EngineConfig, RulesError
     from dpi.replay import InputError, replay as run_replay
@@ -140,7 +145,7 @@ def replay(captures, output, fmt, idle_timeout, active_timeout, max_flows, obser
 
     config = EngineConfig(idle_timeout_s=idle_timeout, active_timeout_s=active_timeout,
                           max_flows=max_flows, observer_host=observer, dpi_budget=dpi_budget,
-                          rules=list(rules))
+                          rules=list(rules), dpi_reasm_flows=dpi_reasm_flows)
     try:
         config.validate()
     except ValueError as e:
@@ -194,6 +199,22 @@ READER_ANOMALIES = ("truncated", "over_snaplen", "caplen_over_wire", "bad_option
                     "obsolete_packets")
 
 
+def format_limits(lim: dict) -> list[str]:
+    """Summary lines: each limit (dpi.engine.limits) and how often it was reached."""
+    lines = [f"limits: max flows {lim['max_flows']:,}: evicted {lim['flows_evicted']:,} "
+             f"(established {lim['flows_evicted_established']:,})"]
+    if lim["dpi_budget_packets"]:
+        lines.append(f"        DPI budget {lim['dpi_budget_packets']} packets/flow: spent without a verdict "
+                     f"{lim['dpi_budget_exhausted_flows']:,} flows")
+        lines.append(f"        DPI reassembly {lim['dpi_reasm_bytes']:,} B/direction in "
+                     f"{lim['dpi_reasm_flows']:,} flows at once: prefix full {lim['dpi_reasm_truncated']:,}, "
+                     f"packets with no buffer free "
+                     f"{lim['dpi_reasm_no_buffer_packets']:,}")
+    else:
+        lines.append("        DPI off (--dpi-budget 0)")
+    return lines
+
+
 def format_summary(res) -> str:
     c = res.counters
     lines = [
@@ -213,9 +234,9 @@ def format_summary(res) -> str:
     ends = c.get("records_by_end_reason", {})
     if ends:
         lines.append("  records by end reason: " + ", ".join(f"{k} {v:,}" for k, v in ends.items()))
-    if c.get("flows_evicted"):
-        lines.append(f"  flows evicted because the table was full (--max-flows {c.get('max_flows')}): "
-                     f"{c['flows_evicted']:,}")
+    lim = c.get("limits")
+    if lim:
+        lines += ["  " + x for x in format_limits(lim)]
     rc = c.get("roce", {})   # RoCE meter (issue 4)
     if rc.get("pairs_proven_by_cm") or rc.get("pairs_inferred_from_psn"):
         lines.append(f"  RoCE connections paired: {rc.get('pairs_proven_by_cm', 0):,} by RDMA CM, "
@@ -313,15 +334,21 @@ EXIT_LIVE = 5
               help="Capacity of the kernel's exact per-flow counters (flow_stats).")
 @click.option("--observer", default="", metavar="NAME", help="observer_host value (default: host name).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@click.option("--dpi-budget", default=16, show_default=True, type=click.IntRange(0, 255), metavar="N",
+              help="Payload packets per flow shown to the dissectors (each at most --snap-len bytes); "
+                   "0: off.")
+@click.option("--dpi-reasm-flows", default=4096, show_default=True, type=click.IntRange(0, 1 << 24),
+              metavar="N",
+              help="Flows whose first payload bytes are reassembled at once (8 kB each); 0: none.")
 def capture(ifaces, mode, xdp_mode, duration, output, fmt, idle_timeout, active_timeout, max_flows,
-            flush_interval, snap_len, ring_mb, kernel_flows, observer, as_json):
+            flush_interval, snap_len, ring_mb, kernel_flows, observer, as_json, dpi_budget, dpi_reasm_flows):
     """Capture live traffic with eBPF (BCC) into flow records, metered like `replay`."""
     from dpi.engine import EngineConfig
     from dpi.writer import OutputError
     from probe.live import BpfConfig, LiveError, run_capture
 
     econf = EngineConfig(idle_timeout_s=idle_timeout, active_timeout_s=active_timeout, max_flows=max_flows,
-                         observer_host=observer)
+                         observer_host=observer, dpi_budget=dpi_budget, dpi_reasm_flows=dpi_reasm_flows)
     bconf = BpfConfig(snap_len=snap_len, ring_bytes=ring_mb << 20, flow_map_entries=kernel_flows)
     try:
         econf.validate()
@@ -362,6 +389,10 @@ def capture(ifaces, mode, xdp_mode, duration, output, fmt, idle_timeout, active_
         reasons = {k: v for k, v in live.get("kernel_parse_reasons", {}).items() if k != "ok"}
         if reasons:
             lines.append("  parse exits: " + ", ".join(f"{k} {v:,}" for k, v in sorted(reasons.items())))
+        if res.counters.get("limits"):
+            lines += ["  " + x for x in format_limits(res.counters["limits"])]
+            lines.append(f"        snap length {snap_len} B of payload per packet (packets cut: the records' "
+                         f"truncated_packets)")
         click.echo("\n".join(lines), file=out)
 
 
