@@ -28,7 +28,7 @@ FLOW_END_REASONS = {
     2: "active timeout",
     3: "end of flow detected (TCP FIN in both directions, or RST; also a new SYN reusing the 4-tuple)",
     4: "forced end (end of input, or capture stopped)",
-    5: "lack of resources (evicted from a full flow table, least recently seen first)",
+    5: "lack of resources (evicted from a full flow table: least recently seen flow on probation first, then least recently seen established flow; docs/limits.md)",
 }
 
 
