@@ -80,8 +80,10 @@
 #error "FT_PARSE_MAX_TUNNEL above FT_MAX_TUNNEL: tunnel_depth would exceed the record's contract"
 #endif
 
-/* TCP option space is 40 bytes and each iteration consumes at least one byte: the option loop bound. */
+/* TCP and IPv4 option spaces are 40 bytes and each iteration consumes at least one byte: the option loop
+ * bounds. */
 #define FT_TCP_OPT_SPACE 40
+#define FT_IP_OPT_SPACE 40
 
 /* What the bytes at the cursor are at the start of a decapsulation level. */
 enum ft_next {
@@ -335,9 +337,41 @@ static __always_inline int ft_parse_l2_tags(const ft_u8 **cursor, const ft_u8 *d
 
 /* ---- IP ------------------------------------------------------------------------------------------------- */
 
+/* Returns 1 when the IPv4 options in [opt, opt_end) are malformed (RFC 791: an option other than EOL (0) and
+ * NOP (1) carries a length that counts its type and length bytes, so below 2 or past the header is an
+ * error, as Linux's ip_options_compile() says), else 0. The caller checked opt_end <= data_end; each read is
+ * re-checked for the verifier. Each turn consumes at least one byte of the 40-byte space: the loop bound. */
+static __always_inline int ft_ipv4_options_bad(const ft_u8 *data, const ft_u8 *opt, const ft_u8 *opt_end,
+                                               const ft_u8 *data_end)
+{
+    ft_u8 len;
+    int i;
+
+    for (i = 0; i < FT_IP_OPT_SPACE; i++) {
+        opt = ft_cursor_forget(data, opt);
+        if (!opt || opt >= opt_end || opt + 1 > data_end)
+            return 0;
+        if (opt[0] == 0) /* end of option list: the rest is padding */
+            return 0;
+        if (opt[0] == 1) {
+            opt += 1;
+            continue;
+        }
+        if (opt + 2 > opt_end || opt + 2 > data_end)
+            return 1;
+        len = opt[1];
+        if (len < 2 || opt + len > opt_end)
+            return 1;
+        opt += len;
+    }
+    return 0;
+}
+
 /* Parses the IPv4 header at *cursor. Returns FT_OK with *cursor on the L4 header and *l4_len = bytes of L4
  * header plus payload according to the IP header (host order), or FT_R_TRUNC_L3 / FT_R_BAD_IP_VERSION /
- * FT_R_BAD_IHL / FT_R_BAD_IP_LEN / FT_R_FRAGMENT (non-first fragment: L3 fields set, no L4 header). */
+ * FT_R_BAD_IHL / FT_R_BAD_IP_LEN / FT_R_FRAGMENT (non-first fragment: L3 fields set, no L4 header).
+ * Malformed options only set FT_F_IP_OPT_BAD: the packet goes on to L4 (tshark and the conversation tables
+ * keep it too), and the L4 parser that ends the frame names it (ft_l4_verdict). */
 static __always_inline int ft_parse_ipv4(const ft_u8 **cursor, const ft_u8 *data, const ft_u8 *data_end,
                                          struct ft_pkt *p, ft_u32 *l4_len)
 {
@@ -383,6 +417,8 @@ static __always_inline int ft_parse_ipv4(const ft_u8 **cursor, const ft_u8 *data
     p->flags |= flags;
     if (off)
         return FT_R_FRAGMENT;
+    if (hlen > 20 && ft_ipv4_options_bad(data, ip + 20, ip + hlen, data_end))
+        p->flags |= FT_F_IP_OPT_BAD;
     *l4_len = total > hlen ? total - hlen : 0;
     *cursor = ip + hlen;
     return FT_OK;
@@ -475,6 +511,20 @@ upper:
 
 /* ---- L4 ------------------------------------------------------------------------------------------------- */
 
+/* Returns the reason a packet whose L4 header was parsed in full reports: r when it already names something,
+ * else FT_R_BAD_TCP_OPT or FT_R_BAD_IP_OPT when the flags say so, else FT_OK. Every L4 parser that ends a
+ * frame returns through it, so the live probe's stages and ft_parse() give the same reason. */
+static __always_inline int ft_l4_verdict(const struct ft_pkt *p, int r)
+{
+    if (r != FT_OK)
+        return r;
+    if (p->flags & FT_F_TCP_OPT_BAD)
+        return FT_R_BAD_TCP_OPT;
+    if (p->flags & FT_F_IP_OPT_BAD)
+        return FT_R_BAD_IP_OPT;
+    return FT_OK;
+}
+
 /* Parses TCP options in [opt, opt_end) (opt_end <= data_end checked by the caller, each read re-checked
  * against data_end for the verifier). Fills tcp_mss / tcp_wscale / tcp_sack* / tcp_ts* and
  * tcp_opt_present; sets FT_F_TCP_OPT_BAD and stops at an option whose length is < 2 or runs past the
@@ -561,7 +611,9 @@ static __always_inline void ft_parse_tcp_options(const ft_u8 *data, const ft_u8 
 }
 
 /* Parses the TCP header at tcp, whose segment is l4_len bytes long according to IP (host order). Returns
- * FT_OK (FT_F_L4 set), FT_R_TRUNC_L4 (header not captured in full) or FT_R_BAD_TCP_DOFF. */
+ * FT_OK (FT_F_L4 set), FT_R_BAD_TCP_OPT (FT_F_L4 and FT_F_TCP_OPT_BAD set: metered, options kept up to the
+ * bad one), FT_R_BAD_IP_OPT (FT_F_L4 set), FT_R_TRUNC_L4 (header not captured in full) or
+ * FT_R_BAD_TCP_DOFF. */
 static __always_inline int ft_parse_tcp(const ft_u8 *tcp, const ft_u8 *data, const ft_u8 *data_end,
                                         ft_u32 l4_len, struct ft_pkt *p)
 {
@@ -588,11 +640,12 @@ static __always_inline int ft_parse_tcp(const ft_u8 *tcp, const ft_u8 *data, con
     p->payload_len = l4_len - doff;
     p->payload_cap = ft_payload_cap(data_end - (tcp + doff), p->payload_len);
     p->flags |= FT_F_L4;
-    return FT_OK;
+    return ft_l4_verdict(p, FT_OK);
 }
 
 /* Parses the UDP header at udp (l4_len: bytes per IP, host order). Returns FT_OK (FT_F_L4 set, payload
- * from the UDP length), FT_R_BAD_UDP_LEN (length < 8: still FT_F_L4, payload from the IP length) or
+ * from the UDP length), FT_R_BAD_UDP_LEN (length < 8: still FT_F_L4, payload from the IP length),
+ * FT_R_BAD_IP_OPT (FT_F_L4 set; RoCE and VXLAN are then not decoded: metered as plain UDP) or
  * FT_R_TRUNC_L4. */
 static __always_inline int ft_parse_udp(const ft_u8 *udp, const ft_u8 *data, const ft_u8 *data_end,
                                         ft_u32 l4_len, struct ft_pkt *p)
@@ -613,11 +666,12 @@ static __always_inline int ft_parse_udp(const ft_u8 *udp, const ft_u8 *data, con
     p->payload_len = ulen - 8;
     p->payload_cap = ft_payload_cap(data_end - (udp + 8), p->payload_len);
     p->flags |= FT_F_L4;
-    return r;
+    return ft_l4_verdict(p, r);
 }
 
 /* Parses an ICMP (protocol 1) or ICMPv6 (58) header: type(1) code(1) checksum(2) rest(4). Returns FT_OK
- * (FT_F_L4, sport = type, dport = code, icmp_id for echo request/reply in host order) or FT_R_TRUNC_L4. */
+ * (FT_F_L4, sport = type, dport = code, icmp_id for echo request/reply in host order), FT_R_BAD_IP_OPT
+ * (the same, IPv4 options malformed) or FT_R_TRUNC_L4. */
 static __always_inline int ft_parse_icmp(const ft_u8 *icmp, const ft_u8 *data, const ft_u8 *data_end,
                                          ft_u32 l4_len, struct ft_pkt *p)
 {
@@ -637,7 +691,7 @@ static __always_inline int ft_parse_icmp(const ft_u8 *icmp, const ft_u8 *data, c
     p->payload_len = l4_len > 8 ? l4_len - 8 : 0;
     p->payload_cap = ft_payload_cap(data_end - (icmp + 8), p->payload_len);
     p->flags |= FT_F_L4;
-    return FT_OK;
+    return ft_l4_verdict(p, FT_OK);
 }
 
 /* ---- RoCEv2 --------------------------------------------------------------------------------------------- */
@@ -894,7 +948,8 @@ static __always_inline int ft_parse_vxlan(const ft_u8 **cursor, const ft_u8 *dat
 /* Moves the record from the packet just parsed to the one it encapsulates: the outermost tunnel and IP
  * header are remembered, everything the inner packet will fill is cleared (the inner packet may be IPv4
  * after an IPv6 outer, or stop earlier than the outer did). VLAN/MPLS fields describe the innermost
- * Ethernet frame, so they are cleared only when an inner Ethernet header follows. */
+ * Ethernet frame, so they are cleared only when an inner Ethernet header follows. FT_F_TRUNC and
+ * FT_F_IP_OPT_BAD stay: they describe the frame, and an outer header's bad options are still reported. */
 static __always_inline void ft_enter_tunnel(struct ft_pkt *p, ft_u8 tun_type, ft_u32 tun_id, int inner_ether)
 {
     if (p->tunnel_depth == 0) {

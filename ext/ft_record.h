@@ -63,6 +63,11 @@ enum ft_reason {
     FT_R_TRUNC_TUNNEL,     /* captured bytes end inside a GRE/ERSPAN/VXLAN header */
     FT_R_BAD_TUNNEL,       /* unsupported GRE version or flags, ERSPAN version, VXLAN flags */
     FT_R_TRUNC_ROCE,       /* UDP 4791 payload shorter than BTH or its extension headers (metered as UDP) */
+    FT_R_BAD_TCP_OPT,      /* a TCP option of length < 2 or running past the header: options parsed up to it,
+                              the segment metered (FT_F_TCP_OPT_BAD) */
+    FT_R_BAD_IP_OPT,       /* an IPv4 option of length < 2 or running past the header (RFC 791): the packet
+                              metered (FT_F_IP_OPT_BAD); named when TCP, UDP or ICMP ends the parse, else
+                              the flag alone says it */
     FT_R__COUNT
 };
 
@@ -72,6 +77,7 @@ static const char *const FT_REASON_NAMES[FT_R__COUNT] = {
     "mpls_unknown_payload", "truncated_l3", "bad_ip_version", "bad_ipv4_ihl", "bad_ip_length",
     "ipv6_ext_too_deep", "truncated_ipv6_ext", "ip_fragment", "truncated_l4", "bad_tcp_data_offset",
     "bad_udp_length", "tunnel_too_deep", "truncated_tunnel", "unsupported_tunnel", "truncated_roce",
+    "bad_tcp_options", "bad_ipv4_options",
 };
 #endif
 
@@ -85,6 +91,7 @@ static const char *const FT_REASON_NAMES[FT_R__COUNT] = {
 #define FT_F_TCP_OPT_BAD 0x0040 /* TCP options malformed; options parsed up to the bad one */
 #define FT_F_IP_OPT 0x0080      /* IPv4 options present */
 #define FT_F_IPV4_DF 0x0100     /* IPv4 don't fragment */
+#define FT_F_IP_OPT_BAD 0x0200  /* an IPv4 header of the frame (outer or inner) has malformed options */
 
 /* ft_pkt.tcp_opt_present */
 #define FT_TCPOPT_MSS 0x01

@@ -229,7 +229,7 @@ def _tcp_with_raw_options(opt_bytes):
 def test_tcp_option_zero_length_stops_parsing():
     mss = b"\x02\x04\x05\xb4"
     rec = parse(_tcp_with_raw_options(mss + b"\x08\x00" + bytes(6)))
-    assert reason(rec) == "ok" and flags(rec) & F_L4
+    assert reason(rec) == "bad_tcp_options" and flags(rec) & F_L4
     assert flags(rec) & F_OPT_BAD
     assert rec["tcp_mss"] == 1460 and rec["tcp_opt_present"] == H["FT_TCPOPT_MSS"]
     assert rec["payload_len"] == 4
@@ -238,7 +238,7 @@ def test_tcp_option_zero_length_stops_parsing():
 def test_tcp_option_length_past_header():
     # window scale, then a timestamp option claiming 10 bytes where 5 remain
     rec = parse(_tcp_with_raw_options(b"\x01\x01\x03\x03\x07" + b"\x08\x0a" + bytes(5)))
-    assert reason(rec) == "ok"
+    assert reason(rec) == "bad_tcp_options"
     assert flags(rec) & F_OPT_BAD
     assert rec["tcp_wscale"] == 7 and rec["tcp_opt_present"] == H["FT_TCPOPT_WSCALE"]
     assert rec["tcp_tsval"] == 0
@@ -943,6 +943,8 @@ REASON_CASES = {
     "truncated_tunnel": (bytes(_outer4() / GRE(key_present=1) / IP())[:40], 1),
     "unsupported_tunnel": (_outer4() / GRE_PPTP() / PPP(), 1),
     "truncated_roce": (_outer4() / UDP(dport=4791) / Raw(bytes(11)), 1),
+    "bad_tcp_options": (eth() / IP() / TCP(dataofs=6) / Raw(b"\x08\x00\x00\x00"), 1),
+    "bad_ipv4_options": (eth() / IP(ihl=6, proto=17) / Raw(b"\x44\x00\x00\x00") / UDP(), 1),
 }
 
 
