@@ -829,7 +829,7 @@ cdef class FlowTable:
         merged captures whose timestamps go back, it may leave later still. A closed TCP flow (shorter
         timeout) waits behind the least recently seen open flow."""
         cdef ft_flow *f
-        cdef uint64_t timeout
+        cdef uint64_t timeout, since
         cdef int32_t i
         cdef bint closed
         while self.out_n < self.batch_rows:
@@ -839,7 +839,10 @@ cdef class FlowTable:
             f = &self.flows[i]
             closed = f.key.proto == 6 and tcp_closed(f)
             timeout = self.closed_ns if closed else self.idle_ns
-            if self.now_ns <= f.last_ns or self.now_ns - f.last_ns <= timeout:
+            # idle since its last packet, in table time: a flow whose packets went back in time (merged
+            # captures) counts from its last move in the recency list instead, so it cannot leave at once
+            since = f.last_ns if f.last_ns > f.touch_ns else f.touch_ns
+            if self.now_ns <= since or self.now_ns - since <= timeout:
                 return
             self.export(i, FT_END_EOF if closed else FT_END_IDLE)
             self.remove(i)
@@ -893,7 +896,7 @@ cdef class FlowTable:
             f.src_is_a = pkt_src_is_a
         f.first_ns = p.ts_ns
         f.last_ns = p.ts_ns
-        f.touch_ns = p.ts_ns
+        f.touch_ns = self.now_ns   # table time, not packet time: see ft_flow.h
         f.rec_first_ns = p.ts_ns
         f.rec_last_ns = p.ts_ns
         f.tunnel_type = p.tunnel_type
@@ -1016,14 +1019,14 @@ cdef class FlowTable:
                 self.lru_unlink(i)
                 f.lru_seg = FT_SEG_ESTABLISHED
                 self.lru_append(i)
-                f.touch_ns = p.ts_ns
+                f.touch_ns = self.now_ns
                 self.flows_promoted += 1
             # Move to the tail of the recency list at most once per touch_step_ns: each move costs two
             # cache misses on the neighbours, and a busy flow would pay them at every packet.
-            elif p.ts_ns >= f.touch_ns + self.touch_step_ns and self.seg_tail[f.lru_seg] != i:
+            elif self.now_ns >= f.touch_ns + self.touch_step_ns and self.seg_tail[f.lru_seg] != i:
                 self.lru_unlink(i)
                 self.lru_append(i)
-                f.touch_ns = p.ts_ns
+                f.touch_ns = self.now_ns
         if key.qpn != 0:
             # RoCE meter (issue 4): orientation, waiting for a partner, pairing (may merge into another flow)
             i = self.roce_prepare(i, p, key, &a_first)

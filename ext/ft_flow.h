@@ -59,8 +59,10 @@ struct ft_flow {
     uint64_t last_ns;           /* last packet of the flow */
     uint64_t rec_first_ns;      /* first packet of the current record (active-timeout period) */
     uint64_t rec_last_ns;
-    uint64_t touch_ns;          /* packet time of the flow's last move to the recency list's tail (the list
-                                   is ordered by it); moves happen at most once per touch_step_ns */
+    uint64_t touch_ns;          /* table time (the largest packet time seen so far, never the packet's own,
+                                   which can go back in merged captures) of the flow's last move to the tail
+                                   of its recency list: both lists stay ordered by it, so idle expiry can
+                                   merge their heads; moves happen at most once per touch_step_ns */
     uint64_t pkts[2];           /* current record period, per direction */
     uint64_t bytes[2];          /* IP octets, current record period */
     uint32_t trunc_pkts;        /* packets of this period cut by the snap length */

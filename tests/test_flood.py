@@ -137,3 +137,18 @@ def test_flood_memory_stays_flat_and_evictions_are_counted():
     assert at300k["VmHWM"] - at100k["VmHWM"] < 24 * 1024
     assert at300k["VmRSS"] - at100k["VmRSS"] < 24 * 1024
     assert at100k["flows_active"] == at300k["flows_active"] == 5000
+
+
+def test_timestamps_that_go_back_do_not_expire_new_flows():
+    # Merged captures can jump back in time (nDPI's cassandra.pcap jumps back 1.45e9 s). A flow that starts
+    # after the jump must not count as idle against the largest time seen: the recency lists are ordered by
+    # table time, so connection 1 (three packets, started 1e9 s "earlier") stays one flow of 3 packets.
+    late = flood.handshakes(1, 2_000_000 * S)
+    early = flood.handshakes(2, 1_000_000 * S)[3:]          # connection 1 only
+    both = np.zeros(len(late) + len(early), PKT_DTYPE)
+    both[:len(late)] = late
+    both[len(late):] = early
+    recs, t = run_table([both], max_flows=100)
+    assert len(recs) == 2
+    assert sorted((recs["src_packets"] + recs["dst_packets"]).tolist()) == [3, 3]
+    assert t.packets_ts_backwards == 3
