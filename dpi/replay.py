@@ -133,9 +133,12 @@ class _Summary:
 
 
 def replay(paths: list[str], output: str, config: EngineConfig | None = None, fmt: str | None = None,
-           progress: Callable[[Progress], None] | None = None, batch_packets: int = 16384) -> ReplayResult:
+           progress: Callable[[Progress], None] | None = None, batch_packets: int = 16384,
+           max_output_bytes: int | None = None, parquet_journal: bool = True) -> ReplayResult:
     """Replay capture files into one flow-record file. Raises InputError before any work when an input
-    cannot be opened, OutputError (dpi.writer) when the output cannot be written."""
+    cannot be opened, OutputError (dpi.writer) when the output cannot be written. max_output_bytes: stop
+    writing once the file holds that many bytes (the run goes on, so that the records not written are
+    counted exactly: counters["output"]); parquet_journal: see dpi.writer."""
     for p in paths:
         if not os.path.exists(p):
             raise InputError(f"{p}: no such file")
@@ -154,7 +157,7 @@ def replay(paths: list[str], output: str, config: EngineConfig | None = None, fm
     meta["flowtap.observer_host"] = engine.observer
     engine.schema = engine.schema.with_metadata({**engine.schema.metadata,
                                                  b"flowtap.observer_host": engine.observer.encode()})
-    writer = FlowWriter(output, engine.schema, fmt)
+    writer = FlowWriter(output, engine.schema, fmt, journal=parquet_journal, max_bytes=max_output_bytes)
     res = ReplayResult(output=output)
     summary = _Summary()
     reader_counters: dict[str, int] = {}
@@ -165,6 +168,7 @@ def replay(paths: list[str], output: str, config: EngineConfig | None = None, fm
         c["reader"] = dict(reader_counters)
         c["capture_errors"] = list(res.errors)
         c["files"] = len(paths)
+        c["output"] = writer.status()   # issue 7: the output-size limit and what it kept out
         return c
 
     def emit(batch: pa.RecordBatch) -> None:
