@@ -25,6 +25,38 @@ from .writer import FlowWriter
 TOP_HOSTS_CAP = 1_000_000  # distinct hosts kept for the top-talkers summary (bounded; counted when hit)
 
 
+class _Held:
+    """SIGINT/SIGTERM held while a batch travels from the engine to the file (issue 7): raised there, the
+    KeyboardInterrupt would drop a batch the engine had already handed out. Between such moments (reading
+    input, blocked on a pipe) the signal stops the run at once."""
+    depth = 0
+    pending = False
+
+
+HELD = _Held()
+
+
+def interrupt_handler(signum, frame):
+    """Handler for SIGINT and SIGTERM (the CLI installs it): KeyboardInterrupt now, or, inside a held section,
+    as soon as the section ends."""
+    if HELD.depth:
+        HELD.pending = True
+        return
+    raise KeyboardInterrupt
+
+
+class _hold:
+    def __enter__(self):
+        HELD.depth += 1
+
+    def __exit__(self, exc_type, exc, tb):
+        HELD.depth -= 1
+        if HELD.depth == 0 and HELD.pending and exc_type is None:
+            HELD.pending = False
+            raise KeyboardInterrupt
+        return False
+
+
 class InputError(Exception):
     """An input file cannot be opened (message names the file)."""
 
@@ -147,6 +179,7 @@ def replay(paths: list[str], output: str, config: EngineConfig | None = None, fm
         if not os.access(p, os.R_OK):
             raise InputError(f"{p}: permission denied")
     config = config or EngineConfig()
+    HELD.pending = False   # a signal held by an earlier run in this process is not this run's
     meta = {
         "flowtap.version": __version__,
         "flowtap.record_version": str(RECORD_VERSION),
@@ -187,8 +220,9 @@ def replay(paths: list[str], output: str, config: EngineConfig | None = None, fm
                 continue
             try:
                 for records, data in reader:
-                    for batch in engine.add(records, data):   # data: RoCE meter reads RDMA CM (issue 4)
-                        emit(batch)
+                    with _hold():   # a batch taken from the engine reaches the file whole
+                        for batch in engine.add(records, data):   # data: RoCE meter reads RDMA CM (issue 4)
+                            emit(batch)
                     if progress is not None:
                         progress(Progress(fi, len(paths), path, reader.bytes_consumed, reader.total_bytes,
                                           engine.table.packets_seen, engine.active_flows,
@@ -201,10 +235,18 @@ def replay(paths: list[str], output: str, config: EngineConfig | None = None, fm
                         reader_counters[k] = reader_counters.get(k, 0) + v
                 reader.close()
     finally:
-        # whatever happened above (capture error, Ctrl-C), the flows collected so far are written out
-        for batch in engine.flush():
-            emit(batch)
-        writer.close(counters())
+        # whatever happened above (capture error, Ctrl-C), the flows collected so far are written out; a
+        # signal meanwhile waits until the file is sealed (SIGKILL still ends it: the journal is recoverable)
+        HELD.depth += 1
+        try:
+            for batch in engine.flush():
+                emit(batch)
+            writer.close(counters())
+        finally:
+            HELD.depth -= 1
+    if HELD.pending and HELD.depth == 0:
+        HELD.pending = False
+        raise KeyboardInterrupt   # the output is complete and sealed; the caller learns of the signal
 
     c = engine.counters()
     res.counters = counters()

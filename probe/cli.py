@@ -176,9 +176,12 @@ def replay(captures, output, fmt, idle_timeout, active_timeout, max_flows, obser
         config.validate()
     except ValueError as e:
         raise click.UsageError(str(e))
-    # SIGTERM (systemd stop, kill) ends a replay like Ctrl-C: stop reading, write and seal the output
+    # SIGTERM (systemd stop, kill) ends a replay like Ctrl-C: stop reading, write and seal the output; both
+    # wait while a batch is on its way to the file (dpi.replay.interrupt_handler, issue 7)
     import signal
-    signal.signal(signal.SIGTERM, _raise_interrupt)
+    from dpi.replay import interrupt_handler
+    signal.signal(signal.SIGINT, interrupt_handler)
+    signal.signal(signal.SIGTERM, interrupt_handler)
     show = sys.stderr.isatty() if progress is None else progress
     bar = _ProgressLine() if show else None
     interrupted = False

@@ -104,6 +104,23 @@ def prefix_run(tmp_path_factory):
     return pcap, pa.Table.from_batches(batches).replace_schema_metadata(None), [b.num_rows for b in batches]
 
 
+def _unread(fd: int) -> int:
+    import array
+    import fcntl
+    import termios
+    buf = array.array("i", [0])
+    fcntl.ioctl(fd, termios.FIONREAD, buf, True)
+    return buf[0]
+
+
+def _sleeps_in_pipe_read(pid: int) -> bool:
+    """The process sleeps in the kernel's pipe read (wchan pipe_read, anon_pipe_read on 6.x kernels)."""
+    try:
+        return Path(f"/proc/{pid}/wchan").read_text().endswith("pipe_read")
+    except OSError:
+        return False
+
+
 class StalledReplay:
     """`flowtap replay FIFO -o out` fed PREFIX packets through a FIFO that then stays open: the replay has
     metered every packet fed and waits for more; nothing is being written."""
@@ -123,9 +140,18 @@ class StalledReplay:
         self.tmp = tmp_name(out, self.proc.pid)
 
     def wait_batches(self, n: int, fmt: str):
+        """Until the temporary file holds n batches, the FIFO is empty and the replay sleeps in read(2) on
+        it: every packet fed has been metered and the replay waits for more."""
         wait_for(lambda: complete_batches(self.tmp, fmt) >= n, self.proc, f"{n} batches in {self.tmp}")
-        self.feeder.join(timeout=60)
+        self.feeder.join(timeout=120)
         assert not self.feeder.is_alive()
+        # a second, non-blocking reader of the same pipe: FIONREAD tells the bytes not yet read, consuming none
+        fd = os.open(self.fifo, os.O_RDONLY | os.O_NONBLOCK)
+        try:
+            wait_for(lambda: _unread(fd) == 0 and _sleeps_in_pipe_read(self.proc.pid), self.proc,
+                     "the replay to read everything fed and wait for more")
+        finally:
+            os.close(fd)
 
     def finish(self, sig) -> tuple[int, str]:
         self.proc.send_signal(sig)
