@@ -257,7 +257,7 @@ class FlowWriter:
     def _fail(self, e: BaseException, stage: str) -> None:
         """Cut the temporary file back to its last complete batch, keep it, raise OutputError."""
         code, text = _errno_text(e)
-        where = f"{self.rows:,} records in {self.batches} batches"
+        where = f"{self.rows:,} records in {self.batches} batch{'' if self.batches == 1 else 'es'}"
         if self.tmp is None:
             self._failed = OutputError(f"{self.path}: {stage} failed after {where}: {text}", errno=code)
             raise self._failed from None
