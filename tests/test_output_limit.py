@@ -8,6 +8,7 @@ stops at the first batch boundary at or past SIZE (it can exceed SIZE by less th
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -140,3 +141,30 @@ def test_bad_size_is_a_usage_error(tmp_path, full, bad):
     r = flowtap("replay", pcap, "-o", tmp_path / "x.arrows", "--max-output-size", bad, check_rc=2)
     assert "--max-output-size" in r.stderr
     assert not list(tmp_path.iterdir())
+
+
+def test_limit_live_capture(tmp_path):
+    """`flowtap capture --max-output-size 1`: only the first batch (the first coverage snapshot, written before
+    any flow ended) fits; the 20 UDP flows sent afterwards are counted as not written, the file is sealed and
+    its last batch says so; file rows + records not written = records the engine exported."""
+    from test_live_common import Capture, VethPair, in_ns, require_live
+    require_live()
+    from test_interrupt import UDP_SENDER, complete_batches, tmp_name, wait_for
+    out = tmp_path / "live.arrows"
+    with VethPair() as pair, Capture(pair.ns_a, [pair.if_a], out,
+                                     extra=["--idle-timeout", "1", "--max-output-size", "1"]) as cap:
+        # the first flush (1 s) writes the first snapshot, which fills the 1-byte budget: wait for it
+        tmpf = tmp_name(out, cap.proc.pid)
+        wait_for(lambda: complete_batches(tmpf, "ipc_stream") >= 1, cap.proc, f"a first batch in {tmpf}")
+        in_ns(pair.ns_a, sys.executable, "-c", UDP_SENDER, pair.ip_b, 20, 5, timeout=60)
+        # expired at a flush or flushed at the stop, the flows are counted either way
+        summary = cap.stop(signal.SIGTERM)
+    o = summary["counters"]["output"]
+    with pa.memory_map(str(out)) as m:
+        items = list(pa.ipc.open_stream(m).iter_batches_with_custom_metadata())
+    rows = sum(b.num_rows for b, _ in items)
+    assert len(items) == 2 and rows == 0       # the first snapshot, then the final counters
+    last = json.loads(items[-1][1][b"flowtap.counters"])
+    assert last["output"]["limit_reached"] is True and o["limit_reached"] is True
+    assert last["output"]["records_not_written"] == o["records_not_written"] == summary["counters"]["records_exported"]
+    assert o["records_not_written"] >= 20
