@@ -25,6 +25,38 @@ from .writer import FlowWriter
 TOP_HOSTS_CAP = 1_000_000  # distinct hosts kept for the top-talkers summary (bounded; counted when hit)
 
 
+class _Held:
+    """SIGINT/SIGTERM held while a batch travels from the engine to the file (issue 7): raised there, the
+    KeyboardInterrupt would drop a batch the engine had already handed out. Between such moments (reading
+    input, blocked on a pipe) the signal stops the run at once."""
+    depth = 0
+    pending = False
+
+
+HELD = _Held()
+
+
+def interrupt_handler(signum, frame):
+    """Handler for SIGINT and SIGTERM (the CLI installs it): KeyboardInterrupt now, or, inside a held section,
+    as soon as the section ends."""
+    if HELD.depth:
+        HELD.pending = True
+        return
+    raise KeyboardInterrupt
+
+
+class _hold:
+    def __enter__(self):
+        HELD.depth += 1
+
+    def __exit__(self, exc_type, exc, tb):
+        HELD.depth -= 1
+        if HELD.depth == 0 and HELD.pending and exc_type is None:
+            HELD.pending = False
+            raise KeyboardInterrupt
+        return False
+
+
 class InputError(Exception):
     """An input file cannot be opened (message names the file)."""
 
@@ -133,9 +165,12 @@ class _Summary:
 
 
 def replay(paths: list[str], output: str, config: EngineConfig | None = None, fmt: str | None = None,
-           progress: Callable[[Progress], None] | None = None, batch_packets: int = 16384) -> ReplayResult:
+           progress: Callable[[Progress], None] | None = None, batch_packets: int = 16384,
+           max_output_bytes: int | None = None, parquet_journal: bool = True) -> ReplayResult:
     """Replay capture files into one flow-record file. Raises InputError before any work when an input
-    cannot be opened, OutputError (dpi.writer) when the output cannot be written."""
+    cannot be opened, OutputError (dpi.writer) when the output cannot be written. max_output_bytes: stop
+    writing once the file holds that many bytes (the run goes on, so that the records not written are
+    counted exactly: counters["output"]); parquet_journal: see dpi.writer."""
     for p in paths:
         if not os.path.exists(p):
             raise InputError(f"{p}: no such file")
@@ -144,6 +179,7 @@ def replay(paths: list[str], output: str, config: EngineConfig | None = None, fm
         if not os.access(p, os.R_OK):
             raise InputError(f"{p}: permission denied")
     config = config or EngineConfig()
+    HELD.pending = False   # a signal held by an earlier run in this process is not this run's
     meta = {
         "flowtap.version": __version__,
         "flowtap.record_version": str(RECORD_VERSION),
@@ -154,7 +190,7 @@ def replay(paths: list[str], output: str, config: EngineConfig | None = None, fm
     meta["flowtap.observer_host"] = engine.observer
     engine.schema = engine.schema.with_metadata({**engine.schema.metadata,
                                                  b"flowtap.observer_host": engine.observer.encode()})
-    writer = FlowWriter(output, engine.schema, fmt)
+    writer = FlowWriter(output, engine.schema, fmt, journal=parquet_journal, max_bytes=max_output_bytes)
     res = ReplayResult(output=output)
     summary = _Summary()
     reader_counters: dict[str, int] = {}
@@ -165,6 +201,7 @@ def replay(paths: list[str], output: str, config: EngineConfig | None = None, fm
         c["reader"] = dict(reader_counters)
         c["capture_errors"] = list(res.errors)
         c["files"] = len(paths)
+        c["output"] = writer.status()   # issue 7: the output-size limit and what it kept out
         return c
 
     def emit(batch: pa.RecordBatch) -> None:
@@ -183,8 +220,9 @@ def replay(paths: list[str], output: str, config: EngineConfig | None = None, fm
                 continue
             try:
                 for records, data in reader:
-                    for batch in engine.add(records, data):   # data: RoCE meter reads RDMA CM (issue 4)
-                        emit(batch)
+                    with _hold():   # a batch taken from the engine reaches the file whole
+                        for batch in engine.add(records, data):   # data: RoCE meter reads RDMA CM (issue 4)
+                            emit(batch)
                     if progress is not None:
                         progress(Progress(fi, len(paths), path, reader.bytes_consumed, reader.total_bytes,
                                           engine.table.packets_seen, engine.active_flows,
@@ -197,10 +235,18 @@ def replay(paths: list[str], output: str, config: EngineConfig | None = None, fm
                         reader_counters[k] = reader_counters.get(k, 0) + v
                 reader.close()
     finally:
-        # whatever happened above (capture error, Ctrl-C), the flows collected so far are written out
-        for batch in engine.flush():
-            emit(batch)
-        writer.close(counters())
+        # whatever happened above (capture error, Ctrl-C), the flows collected so far are written out; a
+        # signal meanwhile waits until the file is sealed (SIGKILL still ends it: the journal is recoverable)
+        HELD.depth += 1
+        try:
+            for batch in engine.flush():
+                emit(batch)
+            writer.close(counters())
+        finally:
+            HELD.depth -= 1
+    if HELD.pending and HELD.depth == 0:
+        HELD.pending = False
+        raise KeyboardInterrupt   # the output is complete and sealed; the caller learns of the signal
 
     c = engine.counters()
     res.counters = counters()

@@ -1,8 +1,9 @@
 """The flowtap command line: replay captures, inspect flow files.
 
 Exit codes (all commands): 0 success; 2 usage error; 3 an input could not be read or is not a valid capture
-(everything read before the problem is still written); 4 the output could not be written; 130 interrupted
-(the output is still written and sealed).
+(everything read before the problem is still written); 4 the output could not be written; 6 the output's
+file system is full (ENOSPC, EDQUOT, EFBIG: the complete batches are kept in the temporary file, see
+docs/output.md); 130 interrupted (the output is still written and sealed).
 """
 from __future__ import annotations
 
@@ -21,6 +22,35 @@ EXIT_USAGE = 2
 EXIT_INPUT = 3
 EXIT_OUTPUT = 4
 EXIT_INTERRUPTED = 130
+EXIT_OUTPUT_FULL = 6   # issue 7; 5 is capture's EXIT_LIVE
+
+
+def _output_exit(e) -> int:
+    """Exit code of an OutputError: a full file system is told apart from other output errors."""
+    return EXIT_OUTPUT_FULL if getattr(e, "disk_full", False) else EXIT_OUTPUT
+
+
+def _max_output_size(ctx, param, value):
+    """click callback: --max-output-size 100M -> bytes (issue 7)."""
+    if value is None:
+        return None
+    from dpi.writer import parse_size
+    try:
+        return parse_size(value)
+    except ValueError as e:
+        raise click.BadParameter(str(e))
+
+
+def output_options(f):
+    """--max-output-size and --parquet-journal, shared by replay and capture (issue 7, docs/output.md)."""
+    f = click.option("--parquet-journal/--no-parquet-journal", default=True, show_default=True,
+                     help="Parquet: write the batches to the temporary file as an Arrow IPC stream and convert "
+                          "when sealing, so that a killed run stays recoverable (docs/output.md).")(f)
+    f = click.option("--max-output-size", "max_output_size", default=None, metavar="SIZE",
+                     callback=_max_output_size,
+                     help="Stop writing once the output holds SIZE bytes (500K, 100M, 2G; KiB/MiB/GiB too): "
+                          "the file is sealed, the run goes on and counts the records not written.")(f)
+    return f
 
 
 def _err(msg: str) -> None:
@@ -105,7 +135,7 @@ Examples:
 Output format from the extension: .parquet (Parquet, zstd), .arrow (Arrow IPC file), .arrows (Arrow
 IPC stream; "-" writes a stream to stdout). The file appears under its name only once complete.
 Exit codes: 0 ok, 2 usage, 3 unreadable or malformed input (what was read is still written),
-4 output error, 130 interrupted (output still sealed).
+4 output error, 6 output file system full, 130 interrupted (output still sealed).
 """
 
 
@@ -136,8 +166,9 @@ Exit codes: 0 ok, 2 usage, 3 unreadable or malformed input (what was read is sti
               metavar="N",
               help="Flows whose first payload bytes (up to 4096 per direction) are reassembled at once, 8 kB "
                    "each; beyond, DPI sees a flow packet by packet. 0: no reassembly.")
+@output_options  # issue 7
 def replay(captures, output, fmt, idle_timeout, active_timeout, max_flows, observer, progress, as_json,
-           rules, dpi_budget, dpi_reasm_flows):
+           rules, dpi_budget, dpi_reasm_flows, max_output_size, parquet_journal):
     """Replay pcap/pcapng captures (plain, .gz or .zst) into flow records."""
     from dpi.engine import EngineConfig, RulesError
     from dpi.replay import InputError, replay as run_replay
@@ -150,14 +181,18 @@ def replay(captures, output, fmt, idle_timeout, active_timeout, max_flows, obser
         config.validate()
     except ValueError as e:
         raise click.UsageError(str(e))
-    # SIGTERM (systemd stop, kill) ends a replay like Ctrl-C: stop reading, write and seal the output
+    # SIGTERM (systemd stop, kill) ends a replay like Ctrl-C: stop reading, write and seal the output; both
+    # wait while a batch is on its way to the file (dpi.replay.interrupt_handler, issue 7)
     import signal
-    signal.signal(signal.SIGTERM, _raise_interrupt)
+    from dpi.replay import interrupt_handler
+    signal.signal(signal.SIGINT, interrupt_handler)
+    signal.signal(signal.SIGTERM, interrupt_handler)
     show = sys.stderr.isatty() if progress is None else progress
     bar = _ProgressLine() if show else None
     interrupted = False
     try:
-        res = run_replay(list(captures), output, config, fmt=fmt, progress=bar)
+        res = run_replay(list(captures), output, config, fmt=fmt, progress=bar,
+                         max_output_bytes=max_output_size, parquet_journal=parquet_journal)
     except RulesError as e:  # DPI (issue 5): a bad rule file stops the run before any output
         for msg in e.errors:
             _err(msg)
@@ -169,7 +204,7 @@ def replay(captures, output, fmt, idle_timeout, active_timeout, max_flows, obser
         if bar:
             bar.done()
         _err(str(e))
-        sys.exit(EXIT_OUTPUT)
+        sys.exit(_output_exit(e))
     except KeyboardInterrupt:
         if bar:
             bar.done()
@@ -184,7 +219,7 @@ def replay(captures, output, fmt, idle_timeout, active_timeout, max_flows, obser
         click.echo(json.dumps({
             "output": res.output, "packets": res.packets, "bytes_ip": res.bytes_ip, "flows": res.flows,
             "records": res.records, "elapsed_s": round(res.elapsed_s, 3), "errors": res.errors,
-            "counters": res.counters,
+            "counters": res.counters, "output_limit_reached": res.counters.get("output", {}).get("limit_reached", False),
             "top_flows": [{"bytes": b, "packets": p, "flow": f} for b, p, f in res.top_flows],
             "top_hosts": [{"bytes": b, "host": h} for b, h in res.top_hosts],
         }, indent=2), file=out)
@@ -237,6 +272,11 @@ def format_summary(res) -> str:
     lim = c.get("limits")
     if lim:
         lines += ["  " + x for x in format_limits(lim)]
+    oc = c.get("output") or {}   # issue 7
+    if oc.get("limit_reached"):
+        lines.append(f"  output size limit reached (--max-output-size {oc['max_bytes']:,} bytes): "
+                     f"{oc['records_not_written']:,} records not written, {oc['records_written']:,} written "
+                     f"({oc['bytes_written']:,} bytes)")
     rc = c.get("roce", {})   # RoCE meter (issue 4)
     if rc.get("pairs_proven_by_cm") or rc.get("pairs_inferred_from_psn"):
         lines.append(f"  RoCE connections paired: {rc.get('pairs_proven_by_cm', 0):,} by RDMA CM, "
@@ -268,6 +308,14 @@ Examples:
   flowtap inspect flows.parquet
   flowtap inspect flows.arrow --top 20
   flowtap inspect flows.arrows --json
+  flowtap inspect --recover .flows.parquet.partial-4242 -o flows.parquet   # after a killed run
+
+\b
+An Arrow IPC stream or file is reported "complete" (end-of-stream marker / footer present) or "truncated at
+byte N after K batches". --recover writes every complete batch of PATH (a temporary file left by a killed
+run or a full disk, or a stream cut short) to a sealed file; the run counters are the snapshot of the last
+complete batch. Exit codes: 0 ok, 3 not a readable flow file (or nothing to recover), 4 output error,
+6 output file system full.
 """
 
 
@@ -275,10 +323,39 @@ Examples:
 @click.argument("path", type=click.Path(exists=True, dir_okay=False))
 @click.option("--top", default=10, show_default=True, help="Number of top flows (by bytes) to list.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def inspect(path, top, as_json):
-    """Show a flow file's schema, metadata, row count, run counters and top flows."""
+@click.option("--recover", "recover", is_flag=True,
+              help="Salvage the complete batches of PATH into the file given with -o.")
+@click.option("-o", "--output", default=None, help="With --recover: the file to write (.parquet, .arrow, .arrows).")
+@click.option("--format", "fmt", type=click.Choice(["parquet", "ipc_file", "ipc_stream"]),
+              help="With --recover: output format, when the extension does not say.")
+def inspect(path, top, as_json, recover, output, fmt):
+    """Show a flow file's schema, metadata, row count, run counters, top flows, and whether it is complete;
+    or, with --recover, salvage what a killed run left."""
     from dpi.inspect import InspectError, inspect_file
 
+    if recover:
+        from dpi.inspect import recover as do_recover
+        from dpi.writer import OutputError
+        if not output:
+            raise click.UsageError("--recover needs -o FILE")
+        try:
+            r = do_recover(path, output, fmt)
+        except InspectError as e:
+            _err(str(e))
+            sys.exit(EXIT_INPUT)
+        except OutputError as e:
+            _err(str(e))
+            sys.exit(_output_exit(e))
+        if as_json:
+            click.echo(json.dumps(r, indent=2, default=str))
+        else:
+            click.echo(f"recovered {r['rows']:,} records in {r['batches']} batches from {path} "
+                       f"({r['bytes_used']:,} of {r['source_bytes']:,} bytes; {r['bytes_dropped']:,} bytes of an "
+                       f"incomplete batch dropped; source {'complete' if r['source_complete'] else 'truncated'}) "
+                       f"-> {output}")
+        return
+    if output:
+        raise click.UsageError("-o is only for --recover")
     try:
         info = inspect_file(path, top)
     except InspectError as e:
@@ -305,7 +382,7 @@ created it and nothing else is left); xdp mode refuses an interface that already
 Everything flowtap attached is detached on exit, on Ctrl-C, on SIGTERM and on error. Idle flows are
 written every --flush-interval seconds; every batch carries the coverage counters (flowtap.counters: live).
 Exit codes: 0 ok (also after Ctrl-C/SIGTERM: the output is complete), 2 usage, 4 output error, 5 the probe
-could not be loaded or attached (see `flowtap doctor`).
+could not be loaded or attached (see `flowtap doctor`), 6 output file system full.
 """
 EXIT_LIVE = 5
 
@@ -340,8 +417,10 @@ EXIT_LIVE = 5
 @click.option("--dpi-reasm-flows", default=4096, show_default=True, type=click.IntRange(0, 1 << 24),
               metavar="N",
               help="Flows whose first payload bytes are reassembled at once (8 kB each); 0: none.")
+@output_options  # issue 7
 def capture(ifaces, mode, xdp_mode, duration, output, fmt, idle_timeout, active_timeout, max_flows,
-            flush_interval, snap_len, ring_mb, kernel_flows, observer, as_json, dpi_budget, dpi_reasm_flows):
+            flush_interval, snap_len, ring_mb, kernel_flows, observer, as_json, dpi_budget, dpi_reasm_flows,
+            max_output_size, parquet_journal):
     """Capture live traffic with eBPF (BCC) into flow records, metered like `replay`."""
     from dpi.engine import EngineConfig
     from dpi.writer import OutputError
@@ -361,13 +440,14 @@ def capture(ifaces, mode, xdp_mode, duration, output, fmt, idle_timeout, active_
         res = run_capture(list(ifaces), mode, output, econf, bconf, duration_s=duration,
                           flush_interval_s=flush_interval, fmt=fmt, xdp_mode=xdp_mode,
                           on_start=lambda line: click.echo(line, err=True),
-                          on_note=lambda line: _err(line))
+                          on_note=lambda line: _err(line), max_output_bytes=max_output_size,
+                          parquet_journal=parquet_journal)
     except LiveError as e:
         _err(str(e))
         sys.exit(EXIT_LIVE)
     except OutputError as e:
         _err(str(e))
-        sys.exit(EXIT_OUTPUT)
+        sys.exit(_output_exit(e))
     for e in res.errors:
         _err(e)
     live = res.counters.get("live", {})
@@ -393,6 +473,10 @@ def capture(ifaces, mode, xdp_mode, duration, output, fmt, idle_timeout, active_
             lines += ["  " + x for x in format_limits(res.counters["limits"])]
             lines.append(f"        snap length {snap_len} B of payload per packet (packets cut: the records' "
                          f"truncated_packets)")
+        oc = res.counters.get("output") or {}   # issue 7
+        if oc.get("limit_reached"):
+            lines.append(f"  output size limit reached (--max-output-size {oc['max_bytes']:,} bytes): "
+                         f"{oc['records_not_written']:,} records not written")
         click.echo("\n".join(lines), file=out)
 
 

@@ -481,7 +481,8 @@ def run_capture(ifnames: list[str], mode: str, output: str, engine_config=None, 
                 duration_s: float | None = None, flush_interval_s: float = 10.0, fmt: str | None = None,
                 xdp_mode: str = "auto", batch_records: int = 16384,
                 on_start: Callable[[str], None] | None = None,
-                on_note: Callable[[str], None] | None = None) -> CaptureResult:
+                on_note: Callable[[str], None] | None = None, max_output_bytes: int | None = None,
+                parquet_journal: bool = True) -> CaptureResult:
     """Capture on the interfaces until duration_s, SIGINT or SIGTERM, writing flow records to output.
 
     Every batch written carries the run counters, including the coverage (`live`): packets the kernel
@@ -519,7 +520,7 @@ def run_capture(ifnames: list[str], mode: str, output: str, engine_config=None, 
         engine = Engine(engine_config, meta)
         engine.schema = engine.schema.with_metadata({**engine.schema.metadata,
                                                      b"flowtap.observer_host": engine.observer.encode()})
-        writer = FlowWriter(output, engine.schema, fmt)
+        writer = FlowWriter(output, engine.schema, fmt, journal=parquet_journal, max_bytes=max_output_bytes)
         ring = None
         pkts = np.zeros(batch_records, dtype=PKT_DTYPE)
         snip = np.zeros(batch_records, dtype=np.uint16)
@@ -529,6 +530,7 @@ def run_capture(ifnames: list[str], mode: str, output: str, engine_config=None, 
 
         def counters() -> dict:
             c = dict(engine.counters())
+            c["output"] = writer.status()   # issue 7: the output-size limit and what it kept out
             k = probe.counters()
             c["live"] = {
                 "interfaces": ifnames, "mode": mode,
@@ -590,7 +592,10 @@ def run_capture(ifnames: list[str], mode: str, output: str, engine_config=None, 
                     kflows_expired[0] += f
                     kflows_expired[1] += p
                     kflows_expired[2] += by
-                    emit(_empty(engine.schema))  # a coverage snapshot in the stream even when nothing expired
+                    # what expired is written now, not once batch_rows have gathered (issue 7): a killed capture
+                    # then loses at most one interval of ended flows; the batch carries a coverage snapshot
+                    # even when nothing expired
+                    emit(engine._batch() if engine.table.pending else _empty(engine.schema))
         # detached: nothing new arrives; what is in the ring still counts
         drain_all()
         ep.close()
