@@ -11,6 +11,7 @@
 
     sudo .venv/bin/python bench/bench_bpf.py            # parts 1 and 2
     sudo .venv/bin/python bench/bench_bpf.py --live     # and 3 (needs tcpreplay)
+    sudo .venv/bin/python bench/bench_bpf.py --ab 95c898a --kernel-only   # A/B against an older probe/bpf/
 """
 from __future__ import annotations
 
@@ -45,64 +46,101 @@ def frames():
     return tcp, roce
 
 
-def _median_ns(fd, frame, repeat, runs, drain):
-    from probe.live import test_run
-    vals = []
-    for _ in range(runs):
-        vals.append(test_run(fd, frame, repeat)[1])
-        drain()
-    return statistics.median(vals)
+class _RingSkipper:
+    """Empties a probe's ring by moving its consumer position to the producer's (no parsing): the kernel
+    benchmark measures the producer only, and an older revision's samples need not be readable."""
+
+    def __init__(self, fd: int):
+        import mmap
+        page = mmap.PAGESIZE
+        self._cons = mmap.mmap(fd, page, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE, offset=0)
+        self._prod = mmap.mmap(fd, page, mmap.MAP_SHARED, mmap.PROT_READ, offset=page)
+
+    def __call__(self):
+        self._cons[0:8] = self._prod[0:8]
+
+    def close(self):
+        self._cons.close()
+        self._prod.close()
 
 
-def bench_kernel(repeat: int, runs: int) -> list[tuple[str, float, float]]:
-    from dpi._reader import PKT_DTYPE
+def _old_bpf_dir(rev: str, into: Path) -> Path:
+    """probe/bpf/ of git revision rev, extracted into a directory (the A side of an A/B run)."""
+    for name in ("flowtap.bpf.c", "ft_live.h"):
+        text = subprocess.run(["git", "show", f"{rev}:probe/bpf/{name}"], cwd=REPO, check=True,
+                              capture_output=True, text=True).stdout
+        (into / name).write_text(text)
+    return into
+
+
+def bench_kernel(repeat: int, runs: int, ab_rev: str | None = None, no_records: bool = True):
+    """Returns (variant names, rows): each row (label, {variant: median ns}, baseline ns). Every run round
+    measures the baseline and every variant back to back on the same frame, so all see the same load."""
     from probe.live import KEY_DTYPE, BpfConfig, Probe, test_run
-    probe = Probe(BpfConfig(ring_bytes=1 << 26))
-    ring = probe.ring_reader()
-    pk = np.zeros(1 << 16, PKT_DTYPE)
-    sn = np.zeros(1 << 16, np.uint16)
-    data = np.zeros((1 << 16) * 128, np.uint8)
+    td = tempfile.TemporaryDirectory()
+    variants = {}
+    if ab_rev:
+        variants[f"{ab_rev}"] = Probe(BpfConfig(ring_bytes=1 << 26), bpf_dir=_old_bpf_dir(ab_rev, Path(td.name)))
+    variants["this tree"] = Probe(BpfConfig(ring_bytes=1 << 26))
+    if no_records:
+        variants["no ring record"] = Probe(BpfConfig(ring_bytes=1 << 26, want_records=False))
+    skips = {k: _RingSkipper(p.ring_fd) for k, p in variants.items()}
+    base = variants["this tree"].fd("ft_xdp_pass")
 
     def drain():
-        while ring.drain(pk, data, sn, 0)[2] or ring.pending_bytes():
-            pass
+        for sk in skips.values():
+            sk()
+
+    def measure(frame, rep, rounds):
+        vals = {k: [] for k in variants}
+        bvals = []
+        for _ in range(rounds):
+            bvals.append(test_run(base, frame, rep)[1])
+            for k, p in variants.items():
+                vals[k].append(test_run(p.fd("ft_xdp"), frame, rep)[1])
+            drain()
+        return {k: statistics.median(v) for k, v in vals.items()}, statistics.median(bvals)
 
     tcp, roce = frames()
-    xdp, base = probe.fd("ft_xdp"), probe.fd("ft_xdp_pass")
     out = []
-    test_run(xdp, tcp)  # create the flows first: steady state is an existing flow
-    test_run(xdp, roce)
+    for p in variants.values():  # create the flows first: steady state is an existing flow
+        test_run(p.fd("ft_xdp"), tcp)
+        test_run(p.fd("ft_xdp"), roce)
     drain()
     for label, frame in (("TCP data 1400 B, unclassified (128 B snippet)", tcp), ("RoCEv2 RC SEND only 1024 B", roce)):
-        b = _median_ns(base, frame, repeat, runs, drain)
-        p = _median_ns(xdp, frame, repeat, runs, drain)
-        out.append((label, p, b))
+        v, b = measure(frame, repeat, runs)
+        out.append((label, v, b))
     # the same TCP flow once DPI has marked it classified: no snippet
     key = np.zeros(1, KEY_DTYPE)
     key["addr_a"] = np.frombuffer(bytes([10, 0, 0, 1]) + bytes(12), "V16")
     key["addr_b"] = np.frombuffer(bytes([10, 0, 0, 2]) + bytes(12), "V16")
     key["port_a"], key["port_b"], key["ip_version"], key["proto"] = 40000, 443, 4, 6
-    probe.mark_classified(key)
-    b = _median_ns(base, tcp, repeat, runs, drain)
-    p = _median_ns(xdp, tcp, repeat, runs, drain)
-    out.append(("TCP data 1400 B, classified (no snippet)", p, b))
+    for p in variants.values():
+        p.mark_classified(key)
+    v, b = measure(tcp, repeat, runs)
+    out.append(("TCP data 1400 B, classified (no snippet)", v, b))
     # new flows: one run per distinct 5-tuple
     from scapy.all import IP, TCP, Ether
     n = 2000
     fresh = [bytes(Ether() / IP(src="10.2.%d.%d" % (i >> 8, i & 255), dst="10.3.0.1") /
                    TCP(sport=1024 + i, dport=80, flags="S")) for i in range(n)]
-    news, bases = [], []
+    news = {k: [] for k in variants}
+    bases = []
     for f in fresh:
-        news.append(test_run(xdp, f, 1)[1])
         bases.append(test_run(base, f, 1)[1])
+        for k, p in variants.items():
+            news[k].append(test_run(p.fd("ft_xdp"), f, 1)[1])
     drain()
-    out.append(("new-flow TCP SYN (repeat 1: includes the timer read)", statistics.median(news),
-                statistics.median(bases)))
-    counters = probe.counters()
-    ring.close()
-    probe.close()
+    out.append(("new-flow TCP SYN (repeat 1: includes the timer read)",
+                {k: statistics.median(v) for k, v in news.items()}, statistics.median(bases)))
+    counters = variants["this tree"].counters()
+    for sk in skips.values():
+        sk.close()
+    for p in variants.values():
+        p.close()
+    td.cleanup()
     assert counters["ring_full"] == 0 and counters["tail_call_failed"] == 0, counters
-    return out
+    return list(variants), out
 
 
 def bench_drain(records: int) -> tuple[float, float, int]:
@@ -189,15 +227,22 @@ def main():
     ap.add_argument("--runs", type=int, default=9)
     ap.add_argument("--records", type=int, default=400_000)
     ap.add_argument("--live", action="store_true")
+    ap.add_argument("--ab", metavar="REV", help="also load probe/bpf/ of git revision REV, measured in the same run")
+    ap.add_argument("--no-split", action="store_true", help="skip the variant without ring records")
+    ap.add_argument("--kernel-only", action="store_true")
     ap.add_argument("--rates", default="100000,250000,500000,0", help="pps list for --live; 0 = top speed")
     ap.add_argument("--seconds", type=float, default=3.0)
     a = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("bench_bpf: needs root (BPF)")
-    print(f"# kernel: ns per packet, BPF_PROG_TEST_RUN median of {a.runs} runs x {a.repeat} repeats, XDP")
-    print(f"{'packet':<55} {'probe ns':>9} {'XDP_PASS ns':>12} {'probe - base':>13}")
-    for label, p, b in bench_kernel(a.repeat, a.runs):
-        print(f"{label:<55} {p:>9.0f} {b:>12.0f} {p - b:>13.0f}")
+    print(f"# kernel: ns per packet, BPF_PROG_TEST_RUN median of {a.runs} runs x {a.repeat} repeats, XDP; "
+          f"load {os.getloadavg()[0]:.2f}")
+    names, rows = bench_kernel(a.repeat, a.runs, a.ab, not a.no_split)
+    print(f"{'packet':<55} " + " ".join(f"{n[:16]:>16}" for n in names) + f" {'XDP_PASS':>9}")
+    for label, v, b in rows:
+        print(f"{label:<55} " + " ".join(f"{v[n]:>16.0f}" for n in names) + f" {b:>9.0f}")
+    if a.kernel_only:
+        return
     d, e, full = bench_drain(a.records)
     print(f"\n# drain: {a.records:,} records of 200-byte TCP payloads (snippet 128 B) on one core")
     print(f"ring -> PKT_DTYPE batches      {d:6.2f} Mpps")

@@ -91,11 +91,11 @@ class BpfConfig:
         if not 0 <= self.parse_max_tunnel <= 2:
             raise ValueError(f"parse-max-tunnel must be 0..2 (FT_MAX_TUNNEL), not {self.parse_max_tunnel}")
 
-    def cflags(self) -> list[str]:
+    def cflags(self, bpf_dir: Path = BPF_DIR) -> list[str]:
         """The exact compiler flags: include paths, then one -D per setting."""
         return [
             f"-I{_ext_dir()}",
-            f"-I{BPF_DIR}",
+            f"-I{bpf_dir}",
             "-D__bpf__=1",  # BCC parses with the host's target; ft_record.h / ft_parse.h select BPF code on it
             "-Wno-unused-function",
             f"-DFT_SNAP_LEN={self.snap_len}",
@@ -179,14 +179,16 @@ class Probe:
 
     ENTRY = {"tc": ("ft_tc_ingress", "ft_tc_egress"), "xdp": ("ft_xdp",)}
 
-    def __init__(self, config: BpfConfig | None = None):
+    def __init__(self, config: BpfConfig | None = None, bpf_dir: Path | None = None):
+        """bpf_dir: another copy of probe/bpf/ (the benchmark loads an older revision beside this one)."""
         self.config = config or BpfConfig()
         self.config.validate()
         BPF = _import_bcc()
         self._BPF = BPF
-        src = BPF_SOURCE.read_text()
+        bpf_dir = Path(bpf_dir) if bpf_dir else BPF_DIR
+        src = (bpf_dir / BPF_SOURCE.name).read_text()
         try:
-            self.bpf = BPF(text=src.encode(), cflags=self.config.cflags())
+            self.bpf = BPF(text=src.encode(), cflags=self.config.cflags(bpf_dir))
         except Exception as e:
             raise LiveError(f"BCC could not compile {BPF_SOURCE}: {e} (see the compiler output above; "
                             "`flowtap doctor` checks the kernel headers)") from None
@@ -217,8 +219,11 @@ class Probe:
     def counters(self) -> dict:
         """Kernel counters summed over CPUs: {"parse_reasons": {name: n}, "packets": n, ...}."""
         from dpi._reader import REASON_NAMES
-        t = self.bpf.get_table(b"probe_counters")
-        vals = [int(sum(t[ctypes.c_int(i)])) for i in range(len(REASON_NAMES) + len(LIVE_COUNTER_NAMES))]
+        t = self.bpf.get_table(b"probe_counters")  # one per-CPU slot: struct ft_live_counters
+        vals = [0] * (len(REASON_NAMES) + len(LIVE_COUNTER_NAMES))
+        for per_cpu in t[ctypes.c_int(0)]:
+            for i, v in enumerate(per_cpu.n[:len(vals)]):
+                vals[i] += int(v)
         out = {"parse_reasons": {n: v for n, v in zip(REASON_NAMES, vals) if v}}
         out.update(zip(LIVE_COUNTER_NAMES, vals[len(REASON_NAMES):]))
         return out
@@ -246,21 +251,34 @@ class Probe:
         for k in dead:
             with contextlib.suppress(KeyError):
                 del t[k]
+        # an idle flow's mark goes with it: the same 5-tuple later is a new flow, whose payload DPI needs
+        self.unmark_classified(dead)
         return len(dead), pk, by
 
-    def mark_classified(self, keys: np.ndarray) -> int:
-        """DPI's hook (issue 5): flows whose key (KEY_DTYPE rows) is marked get no more payload snippets.
-        Returns how many were marked; stops at the map's capacity. Nothing calls it yet."""
+    def mark_classified(self, keys) -> int:
+        """Marks flows classified, so that the kernel sends no more payload snippets for them. keys: KEY_DTYPE
+        rows, or bytes of 48-byte keys (the engine's struct ft_key with qpn 0 has the same layout: FlowTable
+        .take_dpi_done()); repeats are merged. One BPF_MAP_UPDATE_BATCH call; `classified` is an LRU map, so
+        a full map evicts the least recently marked flow (which then sends snippets again and is marked
+        again) instead of refusing. Returns how many distinct keys were written."""
+        raw = np.frombuffer(keys, dtype=KEY_DTYPE) if isinstance(keys, (bytes, bytearray)) else \
+            np.ascontiguousarray(keys, dtype=KEY_DTYPE)
+        if not len(raw):
+            return 0
+        uniq = np.unique(raw.view(np.dtype((np.void, KEY_DTYPE.itemsize))))
+        n = min(len(uniq), self.config.classified_entries)
         t = self.bpf.get_table(b"classified")
-        n = 0
-        for row in np.asarray(keys, dtype=KEY_DTYPE):
-            k = t.Key.from_buffer_copy(row.tobytes())
-            try:
-                t[k] = t.Leaf(1)
-            except Exception:
-                break
-            n += 1
+        ks = (t.Key * n).from_buffer_copy(uniq[:n].tobytes())
+        vs = (t.Leaf * n)(*([1] * n))
+        t.items_update_batch(ks, vs)
         return n
+
+    def unmark_classified(self, keys: list) -> None:
+        """Removes flows from `classified` (keys as BCC keys of flow_stats: same type)."""
+        t = self.bpf.get_table(b"classified")
+        for k in keys:
+            with contextlib.suppress(KeyError):
+                del t[t.Key.from_buffer_copy(bytes(k))]
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
@@ -526,6 +544,13 @@ def run_capture(ifnames: list[str], mode: str, output: str, engine_config=None, 
         data = np.zeros(max(batch_records * max(bpf_config.snap_len, 1), 1), dtype=np.uint8)
         drained = 0
         kflows_expired = [0, 0, 0]
+        # Snippets only while DPI needs them: the engine notes flows whose DPI is done but that still got
+        # payload, and after each drained batch the loop marks them in the kernel (at most mark_max per batch;
+        # a flow not marked sends another snippet and is noted again).
+        marks = {"calls": 0, "flows": 0}
+        mark_max = min(4096, bpf_config.classified_entries)
+        if bpf_config.snap_len:
+            engine.table.track_dpi_done(mark_max)
 
         def counters() -> dict:
             c = dict(engine.counters())
@@ -539,6 +564,8 @@ def run_capture(ifnames: list[str], mode: str, output: str, engine_config=None, 
                 "meters_packets_seen": c["packets_seen"],
                 "flow_map_full": k["flow_map_full"], "kernel_flow_packets": k["flow_packets"],
                 "not_metered": k["not_metered"], "snippets": k["snippets"],
+                "classified_marks": marks["flows"], "classified_mark_calls": marks["calls"],
+                "classified_marks_deferred": engine.table.dpi_done_dropped,
                 "tail_call_failed": k["tail_call_failed"], "kernel_parse_reasons": k["parse_reasons"],
                 "kernel_flows_expired": dict(zip(("flows", "packets", "bytes"), kflows_expired)),
                 "ring": ring.counters() if ring is not None else {},
@@ -556,8 +583,12 @@ def run_capture(ifnames: list[str], mode: str, output: str, engine_config=None, 
                 if n:
                     drained += n
                     got += n
-                    for b in engine.add(pkts[:n]):
+                    for b in engine.add(pkts[:n], data):  # data: the snippets, for DPI
                         emit(b)
+                    done = engine.table.take_dpi_done()
+                    if done:
+                        marks["flows"] += probe.mark_classified(done)
+                        marks["calls"] += 1
                 if not more:
                     return got
 
