@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import dataclasses
 import errno
 import json
 import os
@@ -54,7 +55,8 @@ LIVE_COUNTER_NAMES = ("packets", "wire_bytes", "not_metered", "flow_packets", "f
 KEY_DTYPE = np.dtype([("addr_a", "V16"), ("addr_b", "V16"), ("port_a", "<u2"), ("port_b", "<u2"),
                       ("ip_version", "u1"), ("proto", "u1"), ("vlan_id", "<u2"), ("tunnel_id", "<u4"),
                       ("_pad", "<u4")])
-FLOW_DTYPE = np.dtype([("packets", "<u8", 2), ("bytes", "<u8", 2), ("first_ns", "<u8"), ("last_ns", "<u8")])
+FLOW_DTYPE = np.dtype([("packets", "<u8", 2), ("bytes", "<u8", 2), ("first_ns", "<u8"), ("last_ns", "<u8"),
+                       ("payload_pkts", "<u4"), ("_pad", "<u4")])
 
 XDP_FLAGS_UPDATE_IF_NOEXIST = 1 << 0
 XDP_FLAGS_SKB_MODE = 1 << 1
@@ -62,6 +64,9 @@ XDP_FLAGS_DRV_MODE = 1 << 2
 
 TC_PARENT = {"ingress": "ffff:fff2", "egress": "ffff:fff3"}  # clsact's minor handles
 FLOWTAP_TC_HANDLE = 0xF10A  # filter handle flowtap uses; with its prio it names flowtap's filter exactly
+
+
+POLL_S = 0.01  # longest wait of the capture loop for records below the ring's wake-up threshold
 
 
 class LiveError(Exception):
@@ -76,6 +81,7 @@ class BpfConfig:
     classified_entries: int = 65_536  # flows user space marked classified
     ring_bytes: int = 16 << 20        # BPF ring buffer: ~60k records of 264 bytes
     parse_max_tunnel: int = 2         # encapsulations unwrapped, as FT_PARSE_MAX_TUNNEL in ft_parse.h
+    snippet_budget: int = 16          # payload packets per flow with a snippet at most (run_capture: DPI budget)
     want_records: bool = True         # False: count in maps only (benchmark baseline)
 
     def validate(self) -> None:
@@ -88,6 +94,8 @@ class BpfConfig:
         rb = self.ring_bytes
         if rb < 1 << 16 or rb > 1 << 30 or rb & (rb - 1):
             raise ValueError(f"ring size must be a power of two between 64 KiB and 1 GiB, not {rb}")
+        if not 0 <= self.snippet_budget <= 1 << 30:
+            raise ValueError(f"snippet budget must be in 0..{1 << 30}, not {self.snippet_budget}")
         if not 0 <= self.parse_max_tunnel <= 2:
             raise ValueError(f"parse-max-tunnel must be 0..2 (FT_MAX_TUNNEL), not {self.parse_max_tunnel}")
 
@@ -103,6 +111,7 @@ class BpfConfig:
             f"-DFT_CLASSIFIED_ENTRIES={self.classified_entries}",
             f"-DFT_RING_BYTES={self.ring_bytes}",
             f"-DFT_PARSE_MAX_TUNNEL={self.parse_max_tunnel}",
+            f"-DFT_SNIPPET_BUDGET={self.snippet_budget}",
             f"-DFT_WANT_RECORDS={int(self.want_records)}",
         ]
 
@@ -513,6 +522,8 @@ def run_capture(ifnames: list[str], mode: str, output: str, engine_config=None, 
     engine_config = engine_config or EngineConfig()
     engine_config.validate()
     bpf_config = bpf_config or BpfConfig()
+    # DPI reads at most dpi_budget payload packets per flow: the kernel sends no snippets beyond them
+    bpf_config = dataclasses.replace(bpf_config, snippet_budget=engine_config.dpi_budget)
     bpf_config.validate()
     note = on_note or (lambda s: None)
     probe = Probe(bpf_config)
@@ -607,7 +618,8 @@ def run_capture(ifnames: list[str], mode: str, output: str, engine_config=None, 
             next_flush = time.monotonic() + flush_interval_s
             while not stop.reason:
                 if drain_all() == 0:
-                    ep.poll(0.05)
+                    # the kernel wakes the ring's reader only past FT_RING_WAKE_BYTES: the timeout reads the rest
+                    ep.poll(POLL_S)
                 now = time.monotonic()
                 if deadline and now >= deadline:
                     stop.reason = "duration"

@@ -4,8 +4,8 @@
  *   ft_xdp_pass                  bare `return XDP_PASS`, the benchmark's baseline.
  * Every packet is parsed with the functions of ext/ft_parse.h, the parser replay uses, into struct ft_pkt
  * (ext/ft_record.h); then counted by exit reason (probe_counters), added to its flow's exact counters
- * (flow_stats), and sent to user space as one ring-buffer sample (pkt_events), with a payload snippet while
- * its flow is not in `classified`. Layouts and counter indices: ft_live.h. Settings: -D flags from
+ * (flow_stats), and sent to user space as one ring-buffer sample (pkt_events: a compact record, see ft_live.h),
+ * with a payload snippet while DPI may still need it (flow not in `classified`, within FT_SNIPPET_BUDGET). Layouts and counter indices: ft_live.h. Settings: -D flags from
  * probe/live.py BpfConfig (`flowtap dump-bpf` prints the exact source and flags).
  *
  * Why stages. ft_parse() inlined into one program is at the edge of the verifier's 1M-instruction budget
@@ -17,7 +17,8 @@
  * each verified from a clean state, so their costs add instead of multiplying:
  *   entry (L2 + IP of the outer packet) -> l4 stage (TCP/UDP/ICMP/RoCE, or a tunnel header)
  *        -> [tunnel: l3 stage (L2 + IP of the inner packet) -> l4 stage, at most FT_PARSE_MAX_TUNNEL times]
- *        -> account (counters, flow_stats, snippet, ring buffer).
+ *        -> account (counters, flow_stats, snippet, ring buffer): inlined at the end of the l4 stage, so an
+ *           ordinary packet takes one tail call; its own program only after a parse that ended earlier.
  * The state ft_parse() keeps in locals between its steps lives in the per-CPU scratch slot (a tail call stays
  * on its CPU). tests/test_live_parity.py runs every frame of the nDPI captures through this program
  * (BPF_PROG_TEST_RUN) and through the replay parser and requires identical records.
@@ -108,12 +109,14 @@ static __always_inline int ft_live_key_of(const struct ft_pkt *p, struct ft_live
 }
 
 /* Adds the packet to its flow's exact counters, creating the entry when there is room; a full map counts
- * FT_LC_FLOW_MAP_FULL and the packet stays counted in probe_counters only. */
-static __always_inline void ft_flow_update(const struct ft_live_key *k, int a_is_src, const struct ft_pkt *p,
-                                           ft_u64 segs, ft_u64 l3_bytes, ft_u64 *c)
+ * FT_LC_FLOW_MAP_FULL and the packet stays counted in probe_counters only. Returns how many payload packets
+ * the flow had before this one (capped at FT_SNIPPET_BUDGET; 0 without an entry). */
+static __always_inline ft_u32 ft_flow_update(const struct ft_live_key *k, int a_is_src, const struct ft_pkt *p,
+                                             ft_u64 segs, ft_u64 l3_bytes, ft_u64 *c)
 {
     struct ft_live_flow *f = flow_stats.lookup((struct ft_live_key *)k);
     int d = a_is_src ? 0 : 1;
+    ft_u32 has_payload = (p->flags & FT_F_L4) && p->payload_len > 0, seen;
 
     if (!f) {
         struct ft_live_flow init = {};
@@ -121,30 +124,45 @@ static __always_inline void ft_flow_update(const struct ft_live_key *k, int a_is
 
         init.first_ns = p->ts_ns;
         init.last_ns = p->ts_ns;
+        init.packets[d] = segs; /* the new entry holds this packet already: no second lookup */
+        init.bytes[d] = l3_bytes;
+        init.payload_pkts = has_payload;
         err = flow_stats.insert((struct ft_live_key *)k, &init);
-        if (err && err != -17) { /* -EEXIST: another CPU created it meanwhile; else -E2BIG: map full */
+        if (err == 0) {
+            c[FT_LC_FLOW_PACKETS] += segs;
+            return 0;
+        }
+        if (err != -17) { /* -E2BIG: map full; -EEXIST: another CPU created it meanwhile (add below) */
             c[FT_LC_FLOW_MAP_FULL] += 1;
-            return;
+            return 0;
         }
         f = flow_stats.lookup((struct ft_live_key *)k);
         if (!f)
-            return;
+            return 0;
     }
     __sync_fetch_and_add(&f->packets[d], segs);
     __sync_fetch_and_add(&f->bytes[d], l3_bytes);
     f->last_ns = p->ts_ns; /* racy between CPUs by a few ns at most; informational */
     c[FT_LC_FLOW_PACKETS] += segs;
+    seen = f->payload_pkts;
+    if (has_payload && seen < FT_SNIPPET_BUDGET)
+        f->payload_pkts = seen + 1;
+    return seen;
 }
 
 /* Returns the payload snippet length to send for this record: min(FT_SNAP_LEN, payload bytes in the frame)
- * while its flow is not classified, else 0. */
-static __always_inline ft_u32 ft_snippet_len(const struct ft_pkt *p, const struct ft_live_key *k)
+ * while DPI may still read it, else 0. `seen` (the flow's earlier payload packets) beyond the DPI budget ends
+ * snippets without a map lookup, so a long flow pays for `classified` only in its first packets; RoCEv2 is
+ * exempt (RDMA CM messages may come at any time and are never marked). */
+static __always_inline ft_u32 ft_snippet_len(const struct ft_pkt *p, const struct ft_live_key *k, ft_u32 seen)
 {
     ft_u32 avail;
 
     if (FT_SNAP_LEN == 0 || !(p->flags & FT_F_L4) || p->payload_len == 0)
         return 0;
     if (p->payload_off >= p->wire_len)
+        return 0;
+    if (seen >= FT_SNIPPET_BUDGET && !(p->proto == FT_IPPROTO_UDP && p->dport == FT_UDP_PORT_ROCEV2))
         return 0;
     if (classified.lookup((struct ft_live_key *)k))
         return 0;
@@ -342,7 +360,7 @@ static __always_inline ft_u32 ft_live_rec_len(const struct ft_pkt *p)
 static __always_inline void ft_account(void *ctx, struct ft_live_scratch *s, int is_xdp)
 {
     struct ft_live_key key;
-    ft_u64 snip = 0, segs, hdrs, l3_bytes, wire_bytes, rec_len;
+    ft_u64 snip = 0, segs, hdrs, l3_bytes, wire_bytes, rec_len, wake;
     ft_u32 zero = 0, reason;
     struct ft_live_counters *cs;
     ft_u64 *c;
@@ -381,8 +399,9 @@ static __always_inline void ft_account(void *ctx, struct ft_live_scratch *s, int
     __builtin_memset(&key, 0, sizeof(key));
     side = ft_live_key_of(&s->smp.rec, &key);
     if (side) {
-        ft_flow_update(&key, side == 1, &s->smp.rec, segs, l3_bytes, c);
-        snip = ft_snippet_len(&s->smp.rec, &key);
+        ft_u32 seen = ft_flow_update(&key, side == 1, &s->smp.rec, segs, l3_bytes, c);
+
+        snip = ft_snippet_len(&s->smp.rec, &key, seen);
     } else {
         c[FT_LC_NOT_METERED] += segs;
     }
@@ -418,7 +437,13 @@ static __always_inline void ft_account(void *ctx, struct ft_live_scratch *s, int
 #endif
     s->smp.h.snippet_len = (ft_u16)snip;
     s->smp.h.rec_len = (ft_u16)rec_len;
-    if (pkt_events.ringbuf_output(&s->smp, FT_LIVE_SAMPLE_HDR + rec_len + snip, 0) == 0) {
+    /* Wake the reader at every FT_RING_WAKE_EVERY-th record of this CPU only: a wake-up per record (the
+     * default when the reader has caught up) costs the producer an irq_work and the reader a context switch
+     * per packet, which capped live rates at a few tens of thousands of packets per second here. The reader
+     * also polls with a short timeout (probe/live.py POLL_S), which picks up the records in between. (BCC 0.26
+     * has no bpf_ringbuf_query, which would allow waking on the bytes waiting instead.) */
+    wake = (c[FT_LC_RING_RECORDS] & (FT_RING_WAKE_EVERY - 1)) == 0 ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
+    if (pkt_events.ringbuf_output(&s->smp, FT_LIVE_SAMPLE_HDR + rec_len + snip, wake) == 0) {
         c[FT_LC_RING_RECORDS] += 1;
         if (snip)
             c[FT_LC_SNIPPETS] += 1;

@@ -22,6 +22,13 @@
 #ifndef FT_RING_BYTES
 #define FT_RING_BYTES (16 << 20)   /* BPF ring buffer size: a power of two, a multiple of the page size */
 #endif
+#ifndef FT_SNIPPET_BUDGET
+#define FT_SNIPPET_BUDGET 16       /* payload packets per flow that may carry a snippet: the engine's DPI budget
+                                      (it reads no more); RoCEv2 (UDP 4791) is exempt: the RoCE meter reads CM */
+#endif
+#ifndef FT_RING_WAKE_EVERY
+#define FT_RING_WAKE_EVERY 512     /* records per CPU between two wake-ups of the ring's reader (a power of two) */
+#endif
 #ifndef FT_WANT_RECORDS
 #define FT_WANT_RECORDS 1          /* 0: count in the maps only, send no per-packet record (benchmark baseline) */
 #endif
@@ -71,6 +78,9 @@ struct ft_live_flow {
     ft_u64 bytes[2];
     ft_u64 first_ns;
     ft_u64 last_ns;
+    ft_u32 payload_pkts; /* packets with L4 payload, both directions, counted up to FT_SNIPPET_BUDGET only;
+                            a plain (not atomic) add: it gates snippets, it is not a reported counter */
+    ft_u32 _pad;
 };
 
 /* The parser's position between two stages (tail calls) of flowtap.bpf.c: what ft_parse() keeps in local
