@@ -11,7 +11,9 @@
 
     sudo .venv/bin/python bench/bench_bpf.py            # parts 1 and 2
     sudo .venv/bin/python bench/bench_bpf.py --live     # and 3 (needs tcpreplay)
-    sudo .venv/bin/python bench/bench_bpf.py --ab 95c898a --kernel-only   # A/B against an older probe/bpf/
+    sudo .venv/bin/python bench/bench_bpf.py --ab 95c898a --breakdown --kernel-only  # A/B, parts cut out
+    sudo .venv/bin/python bench/bench_bpf.py --clocks --no-kernel        # clock helpers, ring outputs alone
+    sudo .venv/bin/python bench/bench_bpf.py --no-kernel --live-fast     # live: BPF live-frames sender
 """
 from __future__ import annotations
 
@@ -306,13 +308,59 @@ def bench_live_fast(delays: list[int], seconds: float) -> list[dict]:
             o, e = cap.communicate(timeout=120)
             live = json.loads(o)["counters"]["live"]
             rx = json.loads(in_ns(p.ns_b, "ip", "-j", "-s", "link", "show", p.if_b).stdout)[0]["stats64"]["rx"]
-            rows.append({"delay": delay, "sent": snd["sent"], "achieved_mpps": round(snd["sent"] / snd["seconds"] / 1e6, 3),
+            rows.append({"delay": delay, "sent": snd["sent"],
+                         "achieved_mpps": round(snd["sent"] / snd["seconds"] / 1e6, 3),
                          "kernel_packets": live["kernel_packets"], "meters_saw": live["meters_packets_seen"],
                          "ring_full_drops": live["ring_full_drops"],
                          "veth_rx_dropped": rx.get("dropped", 0) - rx0.get("dropped", 0)})
             # next run long enough to take `seconds` at this rate
             total = max(100_000, min(int(snd["sent"] / snd["seconds"] * seconds), 50_000_000))
     return rows
+
+
+# ---- clocks and ring records alone (--clocks): what one helper call costs here, all in one run ---------------
+MICRO = r"""
+#include <uapi/linux/bpf.h>
+static __u64 (*ft_tai_ns)(void) = (void *)208;    /* BPF_FUNC_ktime_get_tai_ns: not in BCC 0.26's helpers.h */
+static __u64 (*ft_boot_ns)(void) = (void *)125;   /* BPF_FUNC_ktime_get_boot_ns */
+static __u64 (*ft_coarse_ns)(void) = (void *)160; /* BPF_FUNC_ktime_get_coarse_ns */
+struct blob { __u8 b[512]; };
+BPF_PERCPU_ARRAY(sink, __u64, 1);
+BPF_PERCPU_ARRAY(scr, struct blob, 1);
+BPF_RINGBUF_OUTPUT(rb, (1 << 26) / 4096);
+static __always_inline int put(__u64 v) { __u32 z = 0; __u64 *s = sink.lookup(&z); if (s) *s += v; return XDP_PASS; }
+static __always_inline int out(__u32 len) { __u32 z = 0; struct blob *s = scr.lookup(&z);
+    if (s && len <= 512) rb.ringbuf_output(s, len, 0); return XDP_PASS; }
+int m_pass(struct xdp_md *c) { return XDP_PASS; }
+int m_store_const(struct xdp_md *c) { return put(1); }
+int m_ktime_get_ns(struct xdp_md *c) { return put(bpf_ktime_get_ns()); }
+int m_ktime_get_boot_ns(struct xdp_md *c) { return put(ft_boot_ns()); }
+int m_ktime_get_tai_ns(struct xdp_md *c) { return put(ft_tai_ns()); }
+int m_ktime_get_coarse_ns(struct xdp_md *c) { return put(ft_coarse_ns()); }
+int m_ringbuf_144(struct xdp_md *c) { return out(144); }
+int m_ringbuf_272(struct xdp_md *c) { return out(272); }
+int m_ringbuf_400(struct xdp_md *c) { return out(400); }
+"""
+
+
+def bench_micro(runs: int) -> list[tuple[str, float, float]]:
+    """ns per run of one-helper programs (clocks, ring outputs of 144/272/400 bytes), interleaved rounds."""
+    from bcc import BPF
+
+    from probe.live import test_run
+    b = BPF(text=MICRO)
+    names = [n for n in ("m_pass", "m_store_const", "m_ktime_get_ns", "m_ktime_get_boot_ns", "m_ktime_get_tai_ns",
+                         "m_ktime_get_coarse_ns", "m_ringbuf_144", "m_ringbuf_272", "m_ringbuf_400")]
+    fds = {n: b.load_func(n.encode(), BPF.XDP).fd for n in names}
+    skip = _RingSkipper(b.get_table(b"rb").map_fd)
+    res = {n: [] for n in names}
+    for _ in range(runs):
+        for n in names:
+            res[n].append(test_run(fds[n], bytes(64), 50_000)[1])
+            skip()
+    skip.close()
+    b.cleanup()
+    return [(n[2:], statistics.median(v), min(v)) for n, v in res.items()]
 
 
 def main():
@@ -324,6 +372,7 @@ def main():
     ap.add_argument("--ab", metavar="REV", help="also load probe/bpf/ of git revision REV, measured in the same run")
     ap.add_argument("--no-split", action="store_true", help="skip the variant without ring records")
     ap.add_argument("--kernel-only", action="store_true")
+    ap.add_argument("--clocks", action="store_true", help="first: clock helpers and ring outputs alone")
     ap.add_argument("--no-kernel", action="store_true", help="skip parts 1 and 2 (live parts only)")
     ap.add_argument("--live-fast", action="store_true", help="live part with the BPF live-frames sender")
     ap.add_argument("--delays", default="0,0,300,1000,3000",
@@ -335,6 +384,12 @@ def main():
     a = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("bench_bpf: needs root (BPF)")
+    if a.clocks:
+        print(f"# one helper alone: ns per run, BPF_PROG_TEST_RUN median / min of {a.runs} rounds x 50,000; "
+              f"load {os.getloadavg()[0]:.2f}")
+        for name, med, mn in bench_micro(a.runs):
+            print(f"{name:<22} {med:6.0f} / {mn:.0f}")
+        print()
     if not a.no_kernel:
         print(f"# kernel: ns per packet, BPF_PROG_TEST_RUN median of {a.runs} runs x {a.repeat} repeats, XDP; "
               f"load {os.getloadavg()[0]:.2f}")
@@ -363,7 +418,8 @@ def main():
             sys.exit("bench_bpf: --live needs tcpreplay (apt-get install tcpreplay)")
         rates = [int(x) for x in a.rates.split(",")]
         print(f"\n# live: tcpreplay UDP 64-byte frames ns A -> ns B over veth, flowtap capture --mode xdp on B")
-        print(f"{'target':>10} {'achieved Mpps':>14} {'sent':>10} {'kernel saw':>11} {'meters saw':>11} {'ring drops':>11}")
+        print(f"{'target':>10} {'achieved Mpps':>14} {'sent':>10} {'kernel saw':>11} {'meters saw':>11} "
+              f"{'ring drops':>11}")
         for r in bench_live(rates, a.seconds):
             print(f"{r['target_pps']!s:>10} {r['achieved_mpps']:>14} {r['sent']:>10} {r['kernel_packets']:>11} "
                   f"{r['meters_saw']:>11} {r['ring_full_drops']:>11}")

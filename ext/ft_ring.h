@@ -1,7 +1,8 @@
 /* ft_ring.h: user-space consumer of the live probe's BPF ring buffer (map pkt_events, probe/bpf/flowtap.bpf.c).
  * Reads samples (struct ft_live_sample: GSO fields, a prefix of a struct ft_pkt whose rest is zero, then
- * 0..FT_SNAP_LEN payload bytes) straight out of the mmap'ed ring into an array of full struct ft_pkt, with no per-packet call into Python and no per-sample
- * callback (BCC's per-event Python callback tops out far below the 1 Mpps target).
+ * 0..FT_SNAP_LEN payload bytes) straight out of the mmap'ed ring into an array of full struct ft_pkt, with no
+ * per-packet call into Python and no per-sample callback (BCC's per-event Python callback tops out far below
+ * the 1 Mpps target).
  *
  * Ring layout (kernel/bpf/ringbuf.c, stable since 5.8): mmap offset 0 is the consumer page (consumer_pos,
  * read-write); offset PAGE is the producer page (producer_pos, read-only) followed by the data pages mapped
@@ -73,9 +74,10 @@ static inline void ft_gso_segment(struct ft_pkt *dst, const struct ft_pkt *src, 
 /* Drains samples into out[0..*n_out) (at most max records). Snippets go to data[*data_used..data_cap); a
  * sample whose snippet or whose GSO segments do not fit ends the batch unread. For each record: ts_ns +=
  * ts_offset_ns (kernel monotonic -> wall clock, the one place it happens), payload_cap = snippet bytes in data
- * (0 without one), snippet_len[i] the same, cap_len = payload_off + payload_cap, and frame_off = (snippet's offset in data) - payload_off modulo
- * 2^64, so that data[frame_off + payload_off ...] is the snippet as for replay batches (frame_off 0 without a
- * snippet). A GSO sample becomes gso_segs records (ft_gso_segment).
+ * (0 without one), snippet_len[i] the same, cap_len = payload_off + payload_cap (the frame bytes user space
+ * holds end with the snippet), and frame_off = (snippet's offset in data) - payload_off modulo 2^64, so that
+ * data[frame_off + payload_off ...] is the snippet as for replay batches (frame_off 0 without a snippet). A
+ * GSO sample becomes gso_segs records (ft_gso_segment).
  * Returns 1 when samples were left in the ring (batch full, or a snippet did not fit), 0 when it is empty. */
 static inline uint64_t ft_ring_drain(struct ft_ring *r, struct ft_pkt *out, uint32_t max, uint8_t *data,
                                      uint64_t data_cap, uint64_t *data_used, uint16_t *snippet_len,

@@ -2,8 +2,8 @@
 the capture loop marks the flow in the kernel's `classified` map and the kernel sends no more snippets for it.
 
 Real TCP between two network namespaces: an HTTP request, a pause at the server long enough for the capture
-loop to drain and mark (1 s; it wakes within 50 ms), the server's response, then many more data packets. DPI decides HTTP on
-the request alone (dpi_packets 1), so exactly one record carries a snippet, and its bytes are the request."""
+loop to drain and mark (1 s; it wakes within 10 ms), the server's response, then many more data packets. DPI
+decides HTTP on the request alone (dpi_packets 1), so exactly one record carries a snippet: the request."""
 from __future__ import annotations
 
 import json
@@ -98,3 +98,46 @@ def test_snippets_stop_once_dpi_classified_the_flow(tmp_path):
     assert live["classified_marks"] == 1
     assert live["classified_mark_calls"] == 1
     assert live["classified_marks_deferred"] == 0
+
+
+def _frame(sport, dport, payload, proto="tcp"):
+    from scapy.all import IP, TCP, UDP, Ether, Raw
+    from scapy.contrib.roce import BTH
+    l4 = TCP(sport=sport, dport=dport, flags="A") if proto == "tcp" else \
+        UDP(sport=sport, dport=4791) / BTH(opcode=0x04, dqpn=0x11, psn=7)
+    return bytes(Ether() / IP(src="10.9.0.1", dst="10.9.0.2") / l4 / Raw(payload))
+
+
+def test_snippets_end_at_the_budget_and_at_the_mark_in_the_kernel():
+    """Through BPF_PROG_TEST_RUN, no engine: a flow nobody marks carries snippets on its first
+    FT_SNIPPET_BUDGET payload packets only (packets without payload do not count); RoCEv2 is exempt; a flow
+    marked after 3 packets carries no more."""
+    import numpy as np
+
+    from probe.live import KEY_DTYPE, BpfConfig, Probe, test_run
+    probe = Probe(BpfConfig(snippet_budget=5, ring_bytes=1 << 20))
+    fd = probe.fd("ft_xdp")
+
+    def snippets_after(frames):
+        before = probe.counters()["snippets"]
+        for f in frames:
+            test_run(fd, f)
+        return probe.counters()["snippets"] - before
+    try:
+        plain = _frame(1111, 2222, b"p" * 300)
+        bare = _frame(1111, 2222, b"")
+        assert snippets_after([plain, bare, plain, bare, plain]) == 3
+        assert snippets_after([plain] * 6) == 2  # 5 payload packets in all carried one
+        assert snippets_after([_frame(4000, 4791, b"r" * 64, "udp")] * 8) == 8
+        marked = _frame(3333, 4444, b"m" * 50)
+        assert snippets_after([marked] * 3) == 3
+        key = np.zeros(1, KEY_DTYPE)
+        key["addr_a"] = np.frombuffer(bytes([10, 9, 0, 1]) + bytes(12), "V16")
+        key["addr_b"] = np.frombuffer(bytes([10, 9, 0, 2]) + bytes(12), "V16")
+        key["port_a"], key["port_b"], key["ip_version"], key["proto"] = 3333, 4444, 4, 6
+        assert probe.mark_classified(np.concatenate([key, key])) == 1  # repeats merged
+        assert snippets_after([marked] * 4) == 0
+        c = probe.counters()
+        assert c["ring_records"] == 5 + 6 + 8 + 3 + 4 and c["ring_full"] == 0
+    finally:
+        probe.close()

@@ -5,8 +5,9 @@
  * Every packet is parsed with the functions of ext/ft_parse.h, the parser replay uses, into struct ft_pkt
  * (ext/ft_record.h); then counted by exit reason (probe_counters), added to its flow's exact counters
  * (flow_stats), and sent to user space as one ring-buffer sample (pkt_events: a compact record, see ft_live.h),
- * with a payload snippet while DPI may still need it (flow not in `classified`, within FT_SNIPPET_BUDGET). Layouts and counter indices: ft_live.h. Settings: -D flags from
- * probe/live.py BpfConfig (`flowtap dump-bpf` prints the exact source and flags).
+ * with a payload snippet while DPI may still need it (flow not in `classified`, within FT_SNIPPET_BUDGET).
+ * Layouts and counter indices: ft_live.h. Settings: -D flags from probe/live.py BpfConfig (`flowtap
+ * dump-bpf` prints the exact source and flags).
  *
  * Why stages. ft_parse() inlined into one program is at the edge of the verifier's 1M-instruction budget
  * (measured on 6.18 with plain clang -O2 -target bpf: 911k instructions processed, 42k states; with -mcpu=v3,
