@@ -543,6 +543,11 @@ cdef class FlowTable:
     cdef const uint8_t *data        # the batch's data buffer while add() runs (payload bytes), else NULL
     cdef Py_ssize_t data_len
     cdef readonly object dpi_rules  # what set_rules() installed (names, for the Python side)
+    # Live capture (probe/live.py): keys of flows whose DPI is done but whose packets still carry payload,
+    # so that the kernel can be told to stop sending snippets for them. NULL unless track_dpi_done() was called.
+    cdef ft_key *dpi_done_keys
+    cdef int32_t dpi_done_n, dpi_done_cap
+    cdef readonly uint64_t dpi_done_dropped   # keys not kept because the list was full (sent again later)
 
     def __cinit__(self, int max_flows=1000000, uint64_t idle_timeout_ns=120_000_000_000,
                   uint64_t active_timeout_ns=1_800_000_000_000, uint64_t closed_timeout_ns=10_000_000_000,
@@ -628,6 +633,7 @@ cdef class FlowTable:
         free(self.roce_cand)
         free(self.roce_cmreq)
         ft_dpi_ctx_free(self.dpi)  # DPI (issue 5)
+        free(self.dpi_done_keys)   # live capture
 
     # ---- recency lists --------------------------------------------------------------------------------
     cdef inline void lru_unlink(self, int32_t i) noexcept nogil:
@@ -1066,6 +1072,15 @@ cdef class FlowTable:
         # ---- DPI (issue 5): the first payload packets, up to the budget ----
         if not (f.dpi.flags & FT_DPI_S_DONE) and p.payload_cap > 0 and self.data != NULL:
             self.dpi_packet(f, p, d)
+        # Live capture: payload that DPI will not read any more (done, here or earlier) means the kernel does
+        # not know yet; note the key once per such packet (duplicates until the kernel's mark takes effect;
+        # RoCE keys are left out: the RoCE meter reads RDMA CM payload, and the kernel keys them by port).
+        if self.dpi_done_keys != NULL and p.payload_cap > 0 and (f.dpi.flags & FT_DPI_S_DONE) and f.key.qpn == 0:
+            if self.dpi_done_n < self.dpi_done_cap:
+                memcpy(&self.dpi_done_keys[self.dpi_done_n], &f.key, sizeof(ft_key))
+                self.dpi_done_n += 1
+            else:
+                self.dpi_done_dropped += 1
         if key.qpn != 0:   # last: RDMA CM handling may end flows, this one included
             ft_roce_update(f.roce, d, p)   # RoCE meter (issue 4)
             if p.roce_dqpn == 1 and self.cur_data != NULL:
@@ -1505,6 +1520,27 @@ cdef class FlowTable:
             "fields_pool_full": c.fields_pool_full,
             "fields_slots_used": self.dpi.ext_hw, "reassembly_slots_used": self.dpi.rs_hw,
         }
+
+    def track_dpi_done(self, int capacity):
+        """Live capture: from now on, note the key of every flow whose DPI is done when one of its packets
+        still carries payload (take them with take_dpi_done()); at most capacity between two takes."""
+        if capacity < 1 or capacity > (1 << 20):
+            raise ValueError("capacity must be in 1..2^20")
+        free(self.dpi_done_keys)
+        self.dpi_done_n = 0
+        self.dpi_done_keys = <ft_key *> malloc(capacity * sizeof(ft_key))
+        if self.dpi_done_keys == NULL:
+            self.dpi_done_cap = 0
+            raise MemoryError()
+        self.dpi_done_cap = capacity
+
+    def take_dpi_done(self):
+        """The keys noted since the last call (bytes: 48-byte struct ft_key each, qpn 0, possibly repeated)."""
+        if self.dpi_done_keys == NULL or self.dpi_done_n == 0:
+            return b""
+        out = (<char *> self.dpi_done_keys)[:self.dpi_done_n * sizeof(ft_key)]
+        self.dpi_done_n = 0
+        return out
 
     def set_rules(self, compiled):
         """Install compiled rules (dpi.rules.CompiledRules.tables()): replaces the previous ones. Only

@@ -1,7 +1,8 @@
 /* ft_ring.h: user-space consumer of the live probe's BPF ring buffer (map pkt_events, probe/bpf/flowtap.bpf.c).
- * Reads samples (struct ft_live_sample: a struct ft_pkt, GSO fields, then 0..FT_SNAP_LEN payload bytes) straight out of
- * the mmap'ed ring into an array of struct ft_pkt, with no per-packet call into Python and no per-sample
- * callback (BCC's per-event Python callback tops out far below the 1 Mpps target).
+ * Reads samples (struct ft_live_sample: GSO fields, a prefix of a struct ft_pkt whose rest is zero, then
+ * 0..FT_SNAP_LEN payload bytes) straight out of the mmap'ed ring into an array of full struct ft_pkt, with no
+ * per-packet call into Python and no per-sample callback (BCC's per-event Python callback tops out far below
+ * the 1 Mpps target).
  *
  * Ring layout (kernel/bpf/ringbuf.c, stable since 5.8): mmap offset 0 is the consumer page (consumer_pos,
  * read-write); offset PAGE is the producer page (producer_pos, read-only) followed by the data pages mapped
@@ -33,12 +34,13 @@ struct ft_ring {
     uint64_t gso_unsplit;            /* GSO samples with more segments than a batch holds: kept whole */
 };
 
-/* Mirrors struct ft_live_sample of probe/bpf/ft_live.h up to the snippet (the kernel side of this reader). */
+/* Mirrors struct ft_live_sample_hdr of probe/bpf/ft_live.h: what precedes the record prefix in a sample. */
 struct ft_ring_sample_hdr {
-    struct ft_pkt rec;
     uint32_t gso_segs;
     uint16_t gso_size;
     uint16_t snippet_len;
+    uint16_t rec_len;   /* bytes of struct ft_pkt that follow; the record's remaining bytes are zero */
+    uint16_t _pad[3];
 };
 
 /* Writes segment i of n of the GSO record src into dst, as the kernel's tcp_gso_segment / __udp_gso_segment
@@ -72,9 +74,10 @@ static inline void ft_gso_segment(struct ft_pkt *dst, const struct ft_pkt *src, 
 /* Drains samples into out[0..*n_out) (at most max records). Snippets go to data[*data_used..data_cap); a
  * sample whose snippet or whose GSO segments do not fit ends the batch unread. For each record: ts_ns +=
  * ts_offset_ns (kernel monotonic -> wall clock, the one place it happens), payload_cap = snippet bytes in data
- * (0 without one), snippet_len[i] the same, and frame_off = (snippet's offset in data) - payload_off modulo
- * 2^64, so that data[frame_off + payload_off ...] is the snippet as for replay batches (frame_off 0 without a
- * snippet). A GSO sample becomes gso_segs records (ft_gso_segment).
+ * (0 without one), snippet_len[i] the same, cap_len = payload_off + payload_cap (the frame bytes user space
+ * holds end with the snippet), and frame_off = (snippet's offset in data) - payload_off modulo 2^64, so that
+ * data[frame_off + payload_off ...] is the snippet as for replay batches (frame_off 0 without a snippet). A
+ * GSO sample becomes gso_segs records (ft_gso_segment).
  * Returns 1 when samples were left in the ring (batch full, or a snippet did not fit), 0 when it is empty. */
 static inline uint64_t ft_ring_drain(struct ft_ring *r, struct ft_pkt *out, uint32_t max, uint8_t *data,
                                      uint64_t data_cap, uint64_t *data_used, uint16_t *snippet_len,
@@ -100,19 +103,25 @@ static inline uint64_t ft_ring_drain(struct ft_ring *r, struct ft_pkt *out, uint
             r->malformed++;
         } else {
             struct ft_ring_sample_hdr h;
+            struct ft_pkt rec;
             struct ft_pkt *p = &out[n];
-            uint64_t snip, segs;
+            uint64_t snip, segs, rlen;
             uint32_t i;
 
             memcpy(&h, hdr + FT_RINGBUF_HDR_SZ, sizeof(h));
             snip = h.snippet_len;
-            if (snip > len - sizeof(h)) { /* never from our program; do not read past the sample */
+            rlen = h.rec_len;
+            /* never from our program; do not read past the sample or the record */
+            if (rlen > sizeof(rec) || rlen < 24 || rlen + snip > len - sizeof(h)) {
                 r->malformed++;
                 goto next;
             }
+            /* the compact record: the prefix sent, zeros after it (ft_live.h) */
+            memcpy(&rec, hdr + FT_RINGBUF_HDR_SZ + sizeof(h), rlen);
+            memset((uint8_t *)&rec + rlen, 0, sizeof(rec) - rlen);
             segs = h.gso_segs > 1 && h.gso_size > 0 &&
-                   h.rec.payload_len > (uint64_t)(h.gso_segs - 1) * h.gso_size &&
-                   h.rec.payload_len <= (uint64_t)h.gso_segs * h.gso_size && h.rec.payload_len < h.rec.l3_len
+                   rec.payload_len > (uint64_t)(h.gso_segs - 1) * h.gso_size &&
+                   rec.payload_len <= (uint64_t)h.gso_segs * h.gso_size && rec.payload_len < rec.l3_len
                        ? h.gso_segs : 1;
             if (segs > max) { /* cannot ever fit: keep it whole rather than stall (counted) */
                 segs = 1;
@@ -120,25 +129,30 @@ static inline uint64_t ft_ring_drain(struct ft_ring *r, struct ft_pkt *out, uint
             }
             if (used + snip > data_cap || n + segs > max) /* keep it for the next batch */
                 break;
-            h.rec.ts_ns = (uint64_t)((int64_t)h.rec.ts_ns + ts_offset_ns);
+            rec.ts_ns = (uint64_t)((int64_t)rec.ts_ns + ts_offset_ns);
             if (snip) {
-                memcpy(data + used, hdr + FT_RINGBUF_HDR_SZ + sizeof(h), snip);
-                h.rec.frame_off = used - h.rec.payload_off;
+                memcpy(data + used, hdr + FT_RINGBUF_HDR_SZ + sizeof(h) + rlen, snip);
+                rec.frame_off = used - rec.payload_off;
                 used += snip;
                 r->snippet_bytes += snip;
             } else {
-                h.rec.frame_off = 0;
+                rec.frame_off = 0;
             }
-            h.rec.payload_cap = (uint16_t)snip;
+            rec.payload_cap = (uint16_t)snip;
+            /* The frame bytes user space holds are the snippet's: cap_len ends there, so that a reader of
+             * data[frame_off .. frame_off + cap_len) (DPI, the RoCE meter's RDMA CM parse) stays inside it.
+             * The kernel parsed the headers from the whole frame: wire_len and the flags say what it saw. */
+            rec.cap_len = (uint32_t)rec.payload_off + (uint32_t)snip;
             if (segs == 1) {
-                *p = h.rec;
+                *p = rec;
                 snippet_len[n] = (uint16_t)snip;
                 n++;
             } else {
                 for (i = 0; i < segs; i++) {
-                    ft_gso_segment(&out[n], &h.rec, i, (uint32_t)segs, h.gso_size);
+                    ft_gso_segment(&out[n], &rec, i, (uint32_t)segs, h.gso_size);
                     if (i > 0)
                         out[n].frame_off = 0;
+                    out[n].cap_len = (uint32_t)out[n].payload_off + out[n].payload_cap;
                     snippet_len[n] = out[n].payload_cap;
                     n++;
                 }

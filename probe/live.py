@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import dataclasses
 import errno
 import json
 import os
@@ -54,7 +55,8 @@ LIVE_COUNTER_NAMES = ("packets", "wire_bytes", "not_metered", "flow_packets", "f
 KEY_DTYPE = np.dtype([("addr_a", "V16"), ("addr_b", "V16"), ("port_a", "<u2"), ("port_b", "<u2"),
                       ("ip_version", "u1"), ("proto", "u1"), ("vlan_id", "<u2"), ("tunnel_id", "<u4"),
                       ("_pad", "<u4")])
-FLOW_DTYPE = np.dtype([("packets", "<u8", 2), ("bytes", "<u8", 2), ("first_ns", "<u8"), ("last_ns", "<u8")])
+FLOW_DTYPE = np.dtype([("packets", "<u8", 2), ("bytes", "<u8", 2), ("first_ns", "<u8"), ("last_ns", "<u8"),
+                       ("payload_pkts", "<u4"), ("_pad", "<u4")])
 
 XDP_FLAGS_UPDATE_IF_NOEXIST = 1 << 0
 XDP_FLAGS_SKB_MODE = 1 << 1
@@ -62,6 +64,9 @@ XDP_FLAGS_DRV_MODE = 1 << 2
 
 TC_PARENT = {"ingress": "ffff:fff2", "egress": "ffff:fff3"}  # clsact's minor handles
 FLOWTAP_TC_HANDLE = 0xF10A  # filter handle flowtap uses; with its prio it names flowtap's filter exactly
+
+
+POLL_S = 0.01  # longest wait of the capture loop for records below the ring's wake-up threshold
 
 
 class LiveError(Exception):
@@ -76,6 +81,7 @@ class BpfConfig:
     classified_entries: int = 65_536  # flows user space marked classified
     ring_bytes: int = 16 << 20        # BPF ring buffer: ~60k records of 264 bytes
     parse_max_tunnel: int = 2         # encapsulations unwrapped, as FT_PARSE_MAX_TUNNEL in ft_parse.h
+    snippet_budget: int = 16          # payload packets per flow with a snippet at most (run_capture: DPI budget)
     want_records: bool = True         # False: count in maps only (benchmark baseline)
 
     def validate(self) -> None:
@@ -88,14 +94,16 @@ class BpfConfig:
         rb = self.ring_bytes
         if rb < 1 << 16 or rb > 1 << 30 or rb & (rb - 1):
             raise ValueError(f"ring size must be a power of two between 64 KiB and 1 GiB, not {rb}")
+        if not 0 <= self.snippet_budget <= 1 << 30:
+            raise ValueError(f"snippet budget must be in 0..{1 << 30}, not {self.snippet_budget}")
         if not 0 <= self.parse_max_tunnel <= 2:
             raise ValueError(f"parse-max-tunnel must be 0..2 (FT_MAX_TUNNEL), not {self.parse_max_tunnel}")
 
-    def cflags(self) -> list[str]:
+    def cflags(self, bpf_dir: Path = BPF_DIR) -> list[str]:
         """The exact compiler flags: include paths, then one -D per setting."""
         return [
             f"-I{_ext_dir()}",
-            f"-I{BPF_DIR}",
+            f"-I{bpf_dir}",
             "-D__bpf__=1",  # BCC parses with the host's target; ft_record.h / ft_parse.h select BPF code on it
             "-Wno-unused-function",
             f"-DFT_SNAP_LEN={self.snap_len}",
@@ -103,6 +111,7 @@ class BpfConfig:
             f"-DFT_CLASSIFIED_ENTRIES={self.classified_entries}",
             f"-DFT_RING_BYTES={self.ring_bytes}",
             f"-DFT_PARSE_MAX_TUNNEL={self.parse_max_tunnel}",
+            f"-DFT_SNIPPET_BUDGET={self.snippet_budget}",
             f"-DFT_WANT_RECORDS={int(self.want_records)}",
         ]
 
@@ -179,14 +188,16 @@ class Probe:
 
     ENTRY = {"tc": ("ft_tc_ingress", "ft_tc_egress"), "xdp": ("ft_xdp",)}
 
-    def __init__(self, config: BpfConfig | None = None):
+    def __init__(self, config: BpfConfig | None = None, bpf_dir: Path | None = None):
+        """bpf_dir: another copy of probe/bpf/ (the benchmark loads an older revision beside this one)."""
         self.config = config or BpfConfig()
         self.config.validate()
         BPF = _import_bcc()
         self._BPF = BPF
-        src = BPF_SOURCE.read_text()
+        bpf_dir = Path(bpf_dir) if bpf_dir else BPF_DIR
+        src = (bpf_dir / BPF_SOURCE.name).read_text()
         try:
-            self.bpf = BPF(text=src.encode(), cflags=self.config.cflags())
+            self.bpf = BPF(text=src.encode(), cflags=self.config.cflags(bpf_dir))
         except Exception as e:
             raise LiveError(f"BCC could not compile {BPF_SOURCE}: {e} (see the compiler output above; "
                             "`flowtap doctor` checks the kernel headers)") from None
@@ -217,8 +228,11 @@ class Probe:
     def counters(self) -> dict:
         """Kernel counters summed over CPUs: {"parse_reasons": {name: n}, "packets": n, ...}."""
         from dpi._reader import REASON_NAMES
-        t = self.bpf.get_table(b"probe_counters")
-        vals = [int(sum(t[ctypes.c_int(i)])) for i in range(len(REASON_NAMES) + len(LIVE_COUNTER_NAMES))]
+        t = self.bpf.get_table(b"probe_counters")  # one per-CPU slot: struct ft_live_counters
+        vals = [0] * (len(REASON_NAMES) + len(LIVE_COUNTER_NAMES))
+        for per_cpu in t[ctypes.c_int(0)]:
+            for i, v in enumerate(per_cpu.n[:len(vals)]):
+                vals[i] += int(v)
         out = {"parse_reasons": {n: v for n, v in zip(REASON_NAMES, vals) if v}}
         out.update(zip(LIVE_COUNTER_NAMES, vals[len(REASON_NAMES):]))
         return out
@@ -246,21 +260,34 @@ class Probe:
         for k in dead:
             with contextlib.suppress(KeyError):
                 del t[k]
+        # an idle flow's mark goes with it: the same 5-tuple later is a new flow, whose payload DPI needs
+        self.unmark_classified(dead)
         return len(dead), pk, by
 
-    def mark_classified(self, keys: np.ndarray) -> int:
-        """DPI's hook (issue 5): flows whose key (KEY_DTYPE rows) is marked get no more payload snippets.
-        Returns how many were marked; stops at the map's capacity. Nothing calls it yet."""
+    def mark_classified(self, keys) -> int:
+        """Marks flows classified, so that the kernel sends no more payload snippets for them. keys: KEY_DTYPE
+        rows, or bytes of 48-byte keys (the engine's struct ft_key with qpn 0 has the same layout: FlowTable
+        .take_dpi_done()); repeats are merged. One BPF_MAP_UPDATE_BATCH call; `classified` is an LRU map, so
+        a full map evicts the least recently marked flow (which then sends snippets again and is marked
+        again) instead of refusing. Returns how many distinct keys were written."""
+        raw = np.frombuffer(keys, dtype=KEY_DTYPE) if isinstance(keys, (bytes, bytearray)) else \
+            np.ascontiguousarray(keys, dtype=KEY_DTYPE)
+        if not len(raw):
+            return 0
+        uniq = np.unique(raw.view(np.dtype((np.void, KEY_DTYPE.itemsize))))
+        n = min(len(uniq), self.config.classified_entries)
         t = self.bpf.get_table(b"classified")
-        n = 0
-        for row in np.asarray(keys, dtype=KEY_DTYPE):
-            k = t.Key.from_buffer_copy(row.tobytes())
-            try:
-                t[k] = t.Leaf(1)
-            except Exception:
-                break
-            n += 1
+        ks = (t.Key * n).from_buffer_copy(uniq[:n].tobytes())
+        vs = (t.Leaf * n)(*([1] * n))
+        t.items_update_batch(ks, vs)
         return n
+
+    def unmark_classified(self, keys: list) -> None:
+        """Removes flows from `classified` (keys as BCC keys of flow_stats: same type)."""
+        t = self.bpf.get_table(b"classified")
+        for k in keys:
+            with contextlib.suppress(KeyError):
+                del t[t.Key.from_buffer_copy(bytes(k))]
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
@@ -496,6 +523,8 @@ def run_capture(ifnames: list[str], mode: str, output: str, engine_config=None, 
     engine_config = engine_config or EngineConfig()
     engine_config.validate()
     bpf_config = bpf_config or BpfConfig()
+    # DPI reads at most dpi_budget payload packets per flow: the kernel sends no snippets beyond them
+    bpf_config = dataclasses.replace(bpf_config, snippet_budget=engine_config.dpi_budget)
     bpf_config.validate()
     note = on_note or (lambda s: None)
     probe = Probe(bpf_config)
@@ -527,6 +556,13 @@ def run_capture(ifnames: list[str], mode: str, output: str, engine_config=None, 
         data = np.zeros(max(batch_records * max(bpf_config.snap_len, 1), 1), dtype=np.uint8)
         drained = 0
         kflows_expired = [0, 0, 0]
+        # Snippets only while DPI needs them: the engine notes flows whose DPI is done but that still got
+        # payload, and after each drained batch the loop marks them in the kernel (at most mark_max per batch;
+        # a flow not marked sends another snippet and is noted again).
+        marks = {"calls": 0, "flows": 0}
+        mark_max = min(4096, bpf_config.classified_entries)
+        if bpf_config.snap_len:
+            engine.table.track_dpi_done(mark_max)
 
         def counters() -> dict:
             c = dict(engine.counters())
@@ -541,6 +577,8 @@ def run_capture(ifnames: list[str], mode: str, output: str, engine_config=None, 
                 "meters_packets_seen": c["packets_seen"],
                 "flow_map_full": k["flow_map_full"], "kernel_flow_packets": k["flow_packets"],
                 "not_metered": k["not_metered"], "snippets": k["snippets"],
+                "classified_marks": marks["flows"], "classified_mark_calls": marks["calls"],
+                "classified_marks_deferred": engine.table.dpi_done_dropped,
                 "tail_call_failed": k["tail_call_failed"], "kernel_parse_reasons": k["parse_reasons"],
                 "kernel_flows_expired": dict(zip(("flows", "packets", "bytes"), kflows_expired)),
                 "ring": ring.counters() if ring is not None else {},
@@ -558,8 +596,12 @@ def run_capture(ifnames: list[str], mode: str, output: str, engine_config=None, 
                 if n:
                     drained += n
                     got += n
-                    for b in engine.add(pkts[:n]):
+                    for b in engine.add(pkts[:n], data):  # data: the snippets, for DPI
                         emit(b)
+                    done = engine.table.take_dpi_done()
+                    if done:
+                        marks["flows"] += probe.mark_classified(done)
+                        marks["calls"] += 1
                 if not more:
                     return got
 
@@ -578,7 +620,8 @@ def run_capture(ifnames: list[str], mode: str, output: str, engine_config=None, 
             next_flush = time.monotonic() + flush_interval_s
             while not stop.reason:
                 if drain_all() == 0:
-                    ep.poll(0.05)
+                    # the kernel wakes the ring's reader only past FT_RING_WAKE_BYTES: the timeout reads the rest
+                    ep.poll(POLL_S)
                 now = time.monotonic()
                 if deadline and now >= deadline:
                     stop.reason = "duration"

@@ -28,10 +28,28 @@ def test_struct_sizes_match_the_numpy_mirrors():
     from dpi._reader import PKT_SIZE, REASON_NAMES
     from probe.live import FLOW_DTYPE, KEY_DTYPE, LIVE_COUNTER_NAMES
     assert ring.KEY_SIZE == KEY_DTYPE.itemsize == 48
-    assert ring.FLOW_SIZE == FLOW_DTYPE.itemsize == 48
-    assert ring.SAMPLE_HDR == PKT_SIZE + 8
-    assert ring.SAMPLE_SIZE == PKT_SIZE + 8 + 128  # default FT_SNAP_LEN
+    assert ring.FLOW_SIZE == FLOW_DTYPE.itemsize == 56
+    assert ring.SAMPLE_HDR == 16
+    assert ring.SAMPLE_SIZE == 16 + PKT_SIZE + 128  # default FT_SNAP_LEN
     assert ring.COUNTERS == len(REASON_NAMES) + len(LIVE_COUNTER_NAMES)
+
+
+def test_compact_record_sections_are_where_ft_live_h_says():
+    """The kernel sends a prefix of struct ft_pkt (FT_LIVE_REC_*): each length must be the offset where the
+    next section starts, as PKT_DTYPE (built from ft_record.h) has it, and every field of a section past the
+    base length must belong to the section the kernel checks before choosing a shorter prefix."""
+    from dpi._reader import PKT_DTYPE
+    lens = {m.group(1): int(m.group(2)) for m in re.finditer(r"#define FT_LIVE_REC_(\w+) (\d+)", HEADER)}
+    off = {name: PKT_DTYPE.fields[name][1] for name in PKT_DTYPE.names}
+    assert lens == {"BASE": off["tcp_sack"], "SACK": off["tunnel_type"], "TUNNEL": off["roce_opcode"],
+                    "FULL": off["roce_reth_va"] + 8} == {"BASE": 128, "SACK": 160, "TUNNEL": 200, "FULL": 240}
+    past_base = sorted((o, n) for n, o in off.items() if o >= lens["BASE"])
+    assert [n for o, n in past_base if o < lens["SACK"]] == ["tcp_sack"]
+    assert {n for o, n in past_base if lens["SACK"] <= o < lens["TUNNEL"]} == {
+        "tunnel_type", "tunnel_depth", "outer_ip_version", "tunnel_id", "outer_src_addr",
+        "outer_dst_addr"}
+    assert all(n.startswith("roce_") for o, n in past_base if lens["TUNNEL"] <= o < lens["FULL"])
+    assert not [n for o, n in past_base if o >= lens["FULL"]]  # only _reserved (not in PKT_DTYPE) follows
 
 
 def test_bpf_config_flags_and_validation():

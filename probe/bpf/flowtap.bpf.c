@@ -4,9 +4,10 @@
  *   ft_xdp_pass                  bare `return XDP_PASS`, the benchmark's baseline.
  * Every packet is parsed with the functions of ext/ft_parse.h, the parser replay uses, into struct ft_pkt
  * (ext/ft_record.h); then counted by exit reason (probe_counters), added to its flow's exact counters
- * (flow_stats), and sent to user space as one ring-buffer sample (pkt_events), with a payload snippet while
- * its flow is not in `classified`. Layouts and counter indices: ft_live.h. Settings: -D flags from
- * probe/live.py BpfConfig (`flowtap dump-bpf` prints the exact source and flags).
+ * (flow_stats), and sent to user space as one ring-buffer sample (pkt_events: a compact record, see ft_live.h),
+ * with a payload snippet while DPI may still need it (flow not in `classified`, within FT_SNIPPET_BUDGET).
+ * Layouts and counter indices: ft_live.h. Settings: -D flags from probe/live.py BpfConfig (`flowtap
+ * dump-bpf` prints the exact source and flags).
  *
  * Why stages. ft_parse() inlined into one program is at the edge of the verifier's 1M-instruction budget
  * (measured on 6.18 with plain clang -O2 -target bpf: 911k instructions processed, 42k states; with -mcpu=v3,
@@ -17,7 +18,8 @@
  * each verified from a clean state, so their costs add instead of multiplying:
  *   entry (L2 + IP of the outer packet) -> l4 stage (TCP/UDP/ICMP/RoCE, or a tunnel header)
  *        -> [tunnel: l3 stage (L2 + IP of the inner packet) -> l4 stage, at most FT_PARSE_MAX_TUNNEL times]
- *        -> account (counters, flow_stats, snippet, ring buffer).
+ *        -> account (counters, flow_stats, snippet, ring buffer): inlined at the end of the l4 stage, so an
+ *           ordinary packet takes one tail call; its own program only after a parse that ended earlier.
  * The state ft_parse() keeps in locals between its steps lives in the per-CPU scratch slot (a tail call stays
  * on its CPU). tests/test_live_parity.py runs every frame of the nDPI captures through this program
  * (BPF_PROG_TEST_RUN) and through the replay parser and requires identical records.
@@ -35,8 +37,11 @@
 
 BPF_RINGBUF_OUTPUT(pkt_events, FT_RING_BYTES / 4096);
 BPF_TABLE("hash", struct ft_live_key, struct ft_live_flow, flow_stats, FT_FLOW_MAP_ENTRIES);
-BPF_TABLE("hash", struct ft_live_key, ft_u64, classified, FT_CLASSIFIED_ENTRIES);
-BPF_PERCPU_ARRAY(probe_counters, ft_u64, FT_LC__END);
+/* LRU: user space marks flows as DPI finishes them; when full, the oldest mark goes (that flow sends
+ * snippets again until marked again) rather than new marks being refused. */
+BPF_TABLE("lru_hash", struct ft_live_key, ft_u64, classified, FT_CLASSIFIED_ENTRIES);
+/* One per-CPU slot of FT_LC__END counters: one lookup per packet, then plain indexed adds. */
+BPF_PERCPU_ARRAY(probe_counters, struct ft_live_counters, 1);
 BPF_PERCPU_ARRAY(scratch, struct ft_live_scratch, 1);
 
 /* Tail-call slots, one array per program type (a program array serves one type); the loader fills them. */
@@ -46,13 +51,14 @@ BPF_PERCPU_ARRAY(scratch, struct ft_live_scratch, 1);
 BPF_PROG_ARRAY(tc_next, 3);
 BPF_PROG_ARRAY(xdp_next, 3);
 
-/* Adds v to per-CPU counter idx (an ft_reason or ft_live_counter); idx out of range is ignored. */
+/* Adds v to per-CPU counter idx (an ft_reason or ft_live_counter); outside the hot path (failed tail call). */
 static __always_inline void ft_count(ft_u32 idx, ft_u64 v)
 {
-    ft_u64 *c = probe_counters.lookup(&idx);
+    ft_u32 zero = 0;
+    struct ft_live_counters *c = probe_counters.lookup(&zero);
 
-    if (c)
-        *c += v; /* per-CPU slot, and a program does not migrate mid-run: no atomic needed */
+    if (c && idx < FT_LC__END)
+        c->n[idx] += v; /* per-CPU slot, and a program does not migrate mid-run: no atomic needed */
 }
 
 /* Fills the bidirectional key of the record as the engine's make_key does (ext/_flowtable.pyx): returns 0
@@ -104,12 +110,14 @@ static __always_inline int ft_live_key_of(const struct ft_pkt *p, struct ft_live
 }
 
 /* Adds the packet to its flow's exact counters, creating the entry when there is room; a full map counts
- * FT_LC_FLOW_MAP_FULL and the packet stays counted in probe_counters only. */
-static __always_inline void ft_flow_update(const struct ft_live_key *k, int a_is_src, const struct ft_pkt *p,
-                                           ft_u64 segs, ft_u64 l3_bytes)
+ * FT_LC_FLOW_MAP_FULL and the packet stays counted in probe_counters only. Returns how many payload packets
+ * the flow had before this one (capped at FT_SNIPPET_BUDGET; 0 without an entry). */
+static __always_inline ft_u32 ft_flow_update(const struct ft_live_key *k, int a_is_src, const struct ft_pkt *p,
+                                             ft_u64 segs, ft_u64 l3_bytes, ft_u64 *c)
 {
     struct ft_live_flow *f = flow_stats.lookup((struct ft_live_key *)k);
     int d = a_is_src ? 0 : 1;
+    ft_u32 has_payload = (p->flags & FT_F_L4) && p->payload_len > 0, seen;
 
     if (!f) {
         struct ft_live_flow init = {};
@@ -117,30 +125,45 @@ static __always_inline void ft_flow_update(const struct ft_live_key *k, int a_is
 
         init.first_ns = p->ts_ns;
         init.last_ns = p->ts_ns;
+        init.packets[d] = segs; /* the new entry holds this packet already: no second lookup */
+        init.bytes[d] = l3_bytes;
+        init.payload_pkts = has_payload;
         err = flow_stats.insert((struct ft_live_key *)k, &init);
-        if (err && err != -17) { /* -EEXIST: another CPU created it meanwhile; else -E2BIG: map full */
-            ft_count(FT_LC_FLOW_MAP_FULL, 1);
-            return;
+        if (err == 0) {
+            c[FT_LC_FLOW_PACKETS] += segs;
+            return 0;
+        }
+        if (err != -17) { /* -E2BIG: map full; -EEXIST: another CPU created it meanwhile (add below) */
+            c[FT_LC_FLOW_MAP_FULL] += 1;
+            return 0;
         }
         f = flow_stats.lookup((struct ft_live_key *)k);
         if (!f)
-            return;
+            return 0;
     }
     __sync_fetch_and_add(&f->packets[d], segs);
     __sync_fetch_and_add(&f->bytes[d], l3_bytes);
     f->last_ns = p->ts_ns; /* racy between CPUs by a few ns at most; informational */
-    ft_count(FT_LC_FLOW_PACKETS, segs);
+    c[FT_LC_FLOW_PACKETS] += segs;
+    seen = f->payload_pkts;
+    if (has_payload && seen < FT_SNIPPET_BUDGET)
+        f->payload_pkts = seen + 1;
+    return seen;
 }
 
 /* Returns the payload snippet length to send for this record: min(FT_SNAP_LEN, payload bytes in the frame)
- * while its flow is not classified, else 0. */
-static __always_inline ft_u32 ft_snippet_len(const struct ft_pkt *p, const struct ft_live_key *k)
+ * while DPI may still read it, else 0. `seen` (the flow's earlier payload packets) beyond the DPI budget ends
+ * snippets without a map lookup, so a long flow pays for `classified` only in its first packets; RoCEv2 is
+ * exempt (RDMA CM messages may come at any time and are never marked). */
+static __always_inline ft_u32 ft_snippet_len(const struct ft_pkt *p, const struct ft_live_key *k, ft_u32 seen)
 {
     ft_u32 avail;
 
     if (FT_SNAP_LEN == 0 || !(p->flags & FT_F_L4) || p->payload_len == 0)
         return 0;
     if (p->payload_off >= p->wire_len)
+        return 0;
+    if (seen >= FT_SNIPPET_BUDGET && !(p->proto == FT_IPPROTO_UDP && p->dport == FT_UDP_PORT_ROCEV2))
         return 0;
     if (classified.lookup((struct ft_live_key *)k))
         return 0;
@@ -179,9 +202,9 @@ static __always_inline struct ft_live_scratch *ft_begin(const ft_u8 *data, const
     s->smp.rec.iface = (ft_u16)ifindex;
     s->smp.rec.direction = direction;
     s->smp.rec.linktype = FT_LINKTYPE_ETHERNET;
-    s->smp.gso_segs = gso_segs > 1 ? gso_segs : 1;
-    s->smp.gso_size = gso_segs > 1 ? (ft_u16)gso_size : 0;
-    s->smp.snippet_len = 0;
+    s->smp.h.gso_segs = gso_segs > 1 ? gso_segs : 1;
+    s->smp.h.gso_size = gso_segs > 1 ? (ft_u16)gso_size : 0;
+    s->smp.h.snippet_len = 0;
     s->st.off = 0;
     s->st.nx = FT_NX_ETHER; /* what ft_parse_link() answers for Ethernet */
     s->st.etype = 0;
@@ -316,55 +339,80 @@ out:
     return 0;
 }
 
-/* Account stage: counters, flow_stats, snippet and ring-buffer record for the record in scratch. is_xdp is a
- * compile-time constant after inlining, so each program keeps only its own helper calls. */
-static __always_inline void ft_account(void *ctx, int is_xdp)
+/* Returns how many leading bytes of the record hold what the parse may have written (FT_LIVE_REC_*, see
+ * ft_live.h): the rest of the record is still the zeros ft_begin() wrote. Sections by what fills them: RoCE
+ * fields (ft_parse_roce, also on a truncated BTH) only behind UDP port 4791, tunnel fields only through
+ * ft_enter_tunnel (tunnel_depth > 0), SACK blocks only with tcp_sack_count > 0. */
+static __always_inline ft_u32 ft_live_rec_len(const struct ft_pkt *p)
+{
+    if (p->proto == FT_IPPROTO_UDP && p->dport == FT_UDP_PORT_ROCEV2)
+        return FT_LIVE_REC_FULL;
+    if (p->tunnel_depth || p->tunnel_type)
+        return FT_LIVE_REC_TUNNEL;
+    if (p->tcp_sack_count)
+        return FT_LIVE_REC_SACK;
+    return FT_LIVE_REC_BASE;
+}
+
+/* Account stage: counters, flow_stats, snippet and ring-buffer record for the record in scratch slot s. Run at
+ * the end of the L4 stage (the common path: one tail call per packet) and as its own program after an entry
+ * or L3 stage that ended the parse. is_xdp is a compile-time constant after inlining, so each program keeps
+ * only its own helper calls. */
+static __always_inline void ft_account(void *ctx, struct ft_live_scratch *s, int is_xdp)
 {
     struct ft_live_key key;
-    struct ft_live_scratch *s;
-    ft_u64 snip = 0, segs, hdrs, l3_bytes, wire_bytes;
+    ft_u64 snip = 0, segs, hdrs, l3_bytes, wire_bytes, rec_len, wake;
     ft_u32 zero = 0, reason;
+    struct ft_live_counters *cs;
+    ft_u64 *c;
     int side;
 
-    s = scratch.lookup(&zero);
-    if (!s)
+    cs = probe_counters.lookup(&zero);
+    if (!cs)
         return;
+    c = cs->n;
     reason = s->smp.rec.reason;
     /* A GSO super-packet stands for segs wire packets, each with its own copy of the headers: the counters
      * say what went on the wire, as the records will once the drain has cut them (ext/ft_ring.h). */
-    segs = s->smp.gso_segs;
+    segs = s->smp.h.gso_segs;
     l3_bytes = s->smp.rec.l3_len;
     wire_bytes = s->smp.rec.wire_len;
     /* Cut only what the drain can cut as the kernel will: TCP or UDP with a payload that fills segs - 1
      * segments of gso_size and part of one more. Anything else counts as the one packet it is here. */
     if (segs > 1 && (s->smp.rec.flags & FT_F_L4) && (s->smp.rec.proto == 6 || s->smp.rec.proto == 17) &&
-        s->smp.gso_size > 0 && s->smp.rec.payload_len < s->smp.rec.l3_len &&
+        s->smp.h.gso_size > 0 && s->smp.rec.payload_len < s->smp.rec.l3_len &&
         s->smp.rec.payload_len < s->smp.rec.wire_len &&
-        s->smp.rec.payload_len > (segs - 1) * s->smp.gso_size && s->smp.rec.payload_len <= segs * s->smp.gso_size) {
+        s->smp.rec.payload_len > (segs - 1) * s->smp.h.gso_size && s->smp.rec.payload_len <= segs * s->smp.h.gso_size) {
         hdrs = s->smp.rec.l3_len - s->smp.rec.payload_len;
         l3_bytes = segs * hdrs + s->smp.rec.payload_len;
         wire_bytes = segs * (s->smp.rec.wire_len - s->smp.rec.payload_len) + s->smp.rec.payload_len;
-        ft_count(FT_LC_GSO_PACKETS, 1);
+        c[FT_LC_GSO_PACKETS] += 1;
     } else {
         segs = 1;
-        s->smp.gso_segs = 1;
-        s->smp.gso_size = 0;
+        s->smp.h.gso_segs = 1;
+        s->smp.h.gso_size = 0;
     }
-    ft_count(reason < FT_R__COUNT ? reason : FT_R__COUNT - 1, segs);
-    ft_count(FT_LC_PACKETS, segs);
-    ft_count(FT_LC_WIRE_BYTES, wire_bytes);
+    /* per-CPU slot, and a program does not migrate mid-run: no atomics */
+    c[reason < FT_R__COUNT ? reason : FT_R__COUNT - 1] += segs;
+    c[FT_LC_PACKETS] += segs;
+    c[FT_LC_WIRE_BYTES] += wire_bytes;
 
     __builtin_memset(&key, 0, sizeof(key));
     side = ft_live_key_of(&s->smp.rec, &key);
     if (side) {
-        ft_flow_update(&key, side == 1, &s->smp.rec, segs, l3_bytes);
-        snip = ft_snippet_len(&s->smp.rec, &key);
+        ft_u32 seen = ft_flow_update(&key, side == 1, &s->smp.rec, segs, l3_bytes, c);
+
+        snip = ft_snippet_len(&s->smp.rec, &key, seen);
     } else {
-        ft_count(FT_LC_NOT_METERED, segs);
+        c[FT_LC_NOT_METERED] += segs;
     }
     if (!FT_WANT_RECORDS)
         return;
 
+    rec_len = ft_live_rec_len(&s->smp.rec);
+    asm volatile("" : "+r"(rec_len));
+    if (rec_len > FT_LIVE_REC_FULL) /* never; tells the verifier the bound of the snippet's offset */
+        rec_len = FT_LIVE_REC_FULL;
 #if FT_SNAP_LEN > 0
     /* Two separate checks, each behind a compiler barrier: clang otherwise fuses them into one unsigned
      * (snip - 1) <= FT_SNAP_LEN - 1 test on a copy of the register, and the verifier then sees no bound on
@@ -374,12 +422,13 @@ static __always_inline void ft_account(void *ctx, int is_xdp)
         snip = 0;
     asm volatile("" : "+r"(snip));
     if (snip != 0) {
+        ft_u8 *dst = (ft_u8 *)&s->smp.rec + rec_len; /* right after the bytes sent (ft_live.h) */
         long err;
 
         if (is_xdp)
-            err = bpf_xdp_load_bytes(ctx, s->smp.rec.payload_off, s->smp.snippet, snip);
+            err = bpf_xdp_load_bytes(ctx, s->smp.rec.payload_off, dst, snip);
         else
-            err = bpf_skb_load_bytes(ctx, s->smp.rec.payload_off, s->smp.snippet, snip);
+            err = bpf_skb_load_bytes(ctx, s->smp.rec.payload_off, dst, snip);
         if (err)
             snip = 0;
     }
@@ -387,14 +436,21 @@ static __always_inline void ft_account(void *ctx, int is_xdp)
     (void)ctx;
     (void)is_xdp;
 #endif
-    s->smp.snippet_len = (ft_u16)snip;
-    if (pkt_events.ringbuf_output(&s->smp, FT_LIVE_SAMPLE_HDR + snip, 0) == 0) {
-        ft_count(FT_LC_RING_RECORDS, 1);
+    s->smp.h.snippet_len = (ft_u16)snip;
+    s->smp.h.rec_len = (ft_u16)rec_len;
+    /* Wake the reader at every FT_RING_WAKE_EVERY-th record of this CPU only: a wake-up per record (the
+     * default when the reader has caught up) costs the producer an irq_work and the reader a context switch
+     * per packet, which capped live rates at a few tens of thousands of packets per second here. The reader
+     * also polls with a short timeout (probe/live.py POLL_S), which picks up the records in between. (BCC 0.26
+     * has no bpf_ringbuf_query, which would allow waking on the bytes waiting instead.) */
+    wake = (c[FT_LC_RING_RECORDS] & (FT_RING_WAKE_EVERY - 1)) == 0 ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
+    if (pkt_events.ringbuf_output(&s->smp, FT_LIVE_SAMPLE_HDR + rec_len + snip, wake) == 0) {
+        c[FT_LC_RING_RECORDS] += 1;
         if (snip)
-            ft_count(FT_LC_SNIPPETS, 1);
+            c[FT_LC_SNIPPETS] += 1;
     } else {
-        ft_count(FT_LC_RING_FULL, 1);
-        ft_count(FT_LC_RING_FULL_PACKETS, segs);
+        c[FT_LC_RING_FULL] += 1;
+        c[FT_LC_RING_FULL_PACKETS] += segs;
     }
 }
 
@@ -466,13 +522,17 @@ int ft_tc_l4(struct __sk_buff *skb)
     if (ft_stage_l4(s, FT_SKB_DATA(skb), FT_SKB_END(skb)))
         ft_tc_next(skb, FT_SLOT_L3);
     else
-        ft_tc_next(skb, FT_SLOT_ACCOUNT);
+        ft_account(skb, s, 0);
     return TC_ACT_UNSPEC;
 }
 
 int ft_tc_account(struct __sk_buff *skb)
 {
-    ft_account(skb, 0);
+    ft_u32 zero = 0;
+    struct ft_live_scratch *s = scratch.lookup(&zero);
+
+    if (s)
+        ft_account(skb, s, 0);
     return TC_ACT_UNSPEC;
 }
 
@@ -515,13 +575,17 @@ int ft_xdp_l4(struct xdp_md *ctx)
     if (ft_stage_l4(s, FT_XDP_DATA(ctx), FT_XDP_END(ctx)))
         ft_xdp_next(ctx, FT_SLOT_L3);
     else
-        ft_xdp_next(ctx, FT_SLOT_ACCOUNT);
+        ft_account(ctx, s, 1);
     return XDP_PASS;
 }
 
 int ft_xdp_account(struct xdp_md *ctx)
 {
-    ft_account(ctx, 1);
+    ft_u32 zero = 0;
+    struct ft_live_scratch *s = scratch.lookup(&zero);
+
+    if (s)
+        ft_account(ctx, s, 1);
     return XDP_PASS;
 }
 

@@ -22,6 +22,13 @@
 #ifndef FT_RING_BYTES
 #define FT_RING_BYTES (16 << 20)   /* BPF ring buffer size: a power of two, a multiple of the page size */
 #endif
+#ifndef FT_SNIPPET_BUDGET
+#define FT_SNIPPET_BUDGET 16       /* payload packets per flow that may carry a snippet: the engine's DPI budget
+                                      (it reads no more); RoCEv2 (UDP 4791) is exempt: the RoCE meter reads CM */
+#endif
+#ifndef FT_RING_WAKE_EVERY
+#define FT_RING_WAKE_EVERY 512     /* records per CPU between two wake-ups of the ring's reader (a power of two) */
+#endif
 #ifndef FT_WANT_RECORDS
 #define FT_WANT_RECORDS 1          /* 0: count in the maps only, send no per-packet record (benchmark baseline) */
 #endif
@@ -42,6 +49,11 @@ enum ft_live_counter {
     FT_LC_SNIPPETS,               /* records that carried a payload snippet */
     FT_LC_TAIL_CALL_FAILED,       /* packets whose next stage could not be entered (loader bug: slot empty) */
     FT_LC__END
+};
+
+/* The value of probe_counters' single per-CPU slot, indexed by ft_reason and ft_live_counter. */
+struct ft_live_counters {
+    ft_u64 n[FT_LC__END];
 };
 
 /* Bidirectional flow key of flow_stats and classified: the engine's key (ext/ft_flow.h struct ft_key) without
@@ -66,6 +78,9 @@ struct ft_live_flow {
     ft_u64 bytes[2];
     ft_u64 first_ns;
     ft_u64 last_ns;
+    ft_u32 payload_pkts; /* packets with L4 payload, both directions, counted up to FT_SNIPPET_BUDGET only;
+                            a plain (not atomic) add: it gates snippets, it is not a reported counter */
+    ft_u32 _pad;
 };
 
 /* The parser's position between two stages (tail calls) of flowtap.bpf.c: what ft_parse() keeps in local
@@ -79,21 +94,41 @@ struct ft_parse_state {
     ft_u8 _pad[2];
 };
 
-/* One ring-buffer sample: the record, the GSO description, then snippet_len (<= FT_SNAP_LEN) payload bytes
- * starting at the record's payload_off in the frame. The sample is FT_LIVE_SAMPLE_HDR + snippet_len long.
+/* One ring-buffer sample: a 16-byte header, then the first rec_len bytes of the record (struct ft_pkt), then
+ * snippet_len (<= FT_SNAP_LEN) payload bytes starting at the record's payload_off in the frame. The sample is
+ * FT_LIVE_SAMPLE_HDR + rec_len + snippet_len bytes long.
+ *
+ * Compact records. The program zeroes the whole record before parsing, and struct ft_pkt groups its fields by
+ * layer, so most records end in zeros: a TCP/UDP/ICMP packet outside a tunnel uses only the first 128 bytes
+ * (FT_LIVE_REC_BASE: up to the TCP SACK blocks). rec_len is the shortest prefix that holds every section the
+ * parse may have written (ft_live_rec_len in flowtap.bpf.c); the drain (ext/ft_ring.h) copies it and zeroes
+ * the rest, so user space sees the full 256-byte record. tests/test_live_layout.py checks the section offsets
+ * against PKT_DTYPE, tests/test_live_parity.py the expanded records against the replay parser's.
  *
  * GSO: TCP always builds GSO super-packets, and tc egress runs before they are cut into wire segments
  * (validate_xmit_skb comes after the qdisc), so one record may stand for gso_segs segments of gso_size
  * payload bytes each (the last one shorter). The drain (ext/ft_ring.h) cuts the record into those segments
  * as the kernel's tcp/udp GSO will, so the meters see the packets that go on the wire, as tcpdump does. */
-struct ft_live_sample {
-    struct ft_pkt rec;
+struct ft_live_sample_hdr {
     ft_u32 gso_segs;      /* 1 for an ordinary packet */
     ft_u16 gso_size;      /* payload bytes per segment; 0 for an ordinary packet */
     ft_u16 snippet_len;
+    ft_u16 rec_len;       /* bytes of struct ft_pkt in the sample: FT_LIVE_REC_* */
+    ft_u16 _pad[3];
+};
+#define FT_LIVE_REC_BASE 128   /* offsetof(struct ft_pkt, tcp_sack): no SACK blocks, no tunnel, not RoCE */
+#define FT_LIVE_REC_SACK 160   /* offsetof(struct ft_pkt, tunnel_type): SACK blocks present */
+#define FT_LIVE_REC_TUNNEL 200 /* offsetof(struct ft_pkt, roce_opcode): a tunnel was entered */
+#define FT_LIVE_REC_FULL 240   /* offsetof(struct ft_pkt, _reserved): RoCE (UDP 4791); _reserved is never sent */
+
+/* The sample as the program builds it: the snippet goes right after the rec_len bytes sent, inside rec or
+ * snippet (rec_len + FT_SNAP_LEN <= sizeof rec + FT_SNAP_LEN). */
+struct ft_live_sample {
+    struct ft_live_sample_hdr h;
+    struct ft_pkt rec;
     ft_u8 snippet[FT_SNAP_LEN > 0 ? FT_SNAP_LEN : 1];
 };
-#define FT_LIVE_SAMPLE_HDR (sizeof(struct ft_pkt) + 8)
+#define FT_LIVE_SAMPLE_HDR 16
 
 /* The per-CPU scratch slot: the sample being built and the parser's state between stages. */
 struct ft_live_scratch {
