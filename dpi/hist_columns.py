@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
+from ._flowtable import hist_parts
 from .schema import HIST_TYPE
 
 
@@ -18,35 +19,24 @@ def null_hist(n: int) -> pa.Array:
         fields=list(HIST_TYPE), mask=pa.array(np.ones(n, bool), pa.bool_()))
 
 
-def hist_column(n: int, rows: np.ndarray, counts: np.ndarray, base: np.ndarray, halvings: np.ndarray,
-                collapsed: np.ndarray) -> pa.Array:
-    """The struct<first_bucket, counts, collapsed> column of a batch of n records: rows are the records with
-    samples (ascending), counts/base/halvings/collapsed their sketches (80 16-bit counts per row, global
-    index of the first, times halved, folded flag). Counts are scaled back by the halvings (saturating at
-    2^32-1), zero buckets at both ends are left out; the other rows are null."""
+def hist_column(n: int, rows: np.ndarray, sub: np.ndarray, prefix: str, srows: np.ndarray) -> pa.Array:
+    """The struct<first_bucket, counts, collapsed> column of a batch of n records: rows (ascending) are the
+    records with samples, srows where their sketches are in the side array sub (fields prefix_counts,
+    _base, _halvings, _collapsed). Counts scaled back by the halvings, zero buckets at both ends left out
+    (in C: _flowtable.hist_parts); the other rows are null."""
     if len(rows) == 0:
         return null_hist(n)
-    raw = counts.reshape(len(rows), -1).astype(np.uint64)
-    width = raw.shape[1]
-    shift = np.minimum(halvings.astype(np.uint64), 16)
-    scaled = np.minimum(raw << shift[:, None], np.uint64(0xFFFFFFFF)).astype(np.uint32)
-    nz = scaled > 0
-    ok = nz.any(axis=1)
-    lo = np.argmax(nz, axis=1)
-    hi = width - 1 - np.argmax(nz[:, ::-1], axis=1)
-    col = np.arange(width)[None, :]
-    keep = ok[:, None] & (col >= lo[:, None]) & (col <= hi[:, None])
-    values = np.ascontiguousarray(scaled[keep])            # row-major: rows stay in order
+    first_r, len_r, values, coll_r = hist_parts(sub, prefix, np.ascontiguousarray(srows, dtype=np.int64))
     lengths = np.zeros(n, dtype=np.int32)
-    lengths[rows] = np.where(ok, hi - lo + 1, 0)
+    lengths[rows] = len_r
     offsets = np.zeros(n + 1, dtype=np.int32)
     np.cumsum(lengths, out=offsets[1:])
     first = np.zeros(n, dtype=np.int16)
-    first[rows] = np.where(ok, base.astype(np.int64) + lo, 0)
+    first[rows] = first_r
     has = np.zeros(n, dtype=bool)
-    has[rows] = ok
+    has[rows] = len_r > 0
     folded = np.zeros(n, dtype=bool)
-    folded[rows] = collapsed != 0
+    folded[rows] = coll_r
     lists = pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), pa.array(values, pa.uint32()))
     return pa.StructArray.from_arrays([pa.array(first, pa.int16()), lists, pa.array(folded, pa.bool_())],
                                       fields=list(HIST_TYPE), mask=pa.array(~has, pa.bool_()))

@@ -43,9 +43,7 @@ def _measure(values: np.ndarray, valid: np.ndarray) -> pa.Array:
 def _hist(sub: np.ndarray, roce_row: np.ndarray, prefix: str, valid: np.ndarray) -> pa.Array:
     """The histogram column (dpi.hist_columns) of the rows with samples; null elsewhere."""
     rows = np.flatnonzero(valid)
-    srows = roce_row[rows]   # where those records' RoCE parts are in sub
-    return hist_column(len(valid), rows, sub[prefix + "_hist_counts"][srows], sub[prefix + "_hist_base"][srows],
-                       sub[prefix + "_hist_halvings"][srows], sub[prefix + "_hist_collapsed"][srows])
+    return hist_column(len(valid), rows, sub, prefix + "_hist", roce_row[rows])   # roce_row: where in sub
 
 
 def build(recs: np.ndarray, roce_recs: np.ndarray) -> dict[str, pa.Array]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
+from ._flowtable import scatter_fields
 from .hist_columns import hist_column, null_hist
 
 # counters per direction: record field suffix (after tcp_src_/tcp_dst_) -> Arrow type
@@ -86,47 +87,44 @@ def build(recs: np.ndarray, tcp_recs: np.ndarray) -> dict[str, pa.Array]:
     # the flow table writes the TCP parts in record order: row k of tcp_recs belongs to record rows[k]
     assert len(rows) == len(tcp_recs), "TCP side records do not match the batch"
     sub = tcp_recs
-    every = len(rows) == n
+    # every scalar field the columns need, scattered to batch positions in one C pass each (zero elsewhere)
+    names = []
+    for x in ("src", "dst"):
+        f = f"tcp_{x}_"
+        names += [f + name for name, _ in _COUNTERS] + [f + "rtt_samples", f + "ts_rtt_samples"]
+        names += [f + "rtt_" + st for st in _RTT_STATS] + [f + "ts_rtt_" + st for st in _TS_STATS]
+    names += ["tcp_hs_valid", "tcp_hs_total_ns", "tcp_hs_server_ns", "tcp_hs_client_ns", "tcp_art_samples"]
+    names += ["tcp_art_" + st for st in _ART_STATS]
+    full = scatter_fields(sub, rows, n, names)
 
-    def full(values: np.ndarray) -> np.ndarray:
-        """values of the TCP rows, in place in a batch-long array of zeros"""
-        if every:
-            return values
-        out = np.zeros(n, dtype=values.dtype)
-        out[rows] = values
-        return out
-
-    def hist(prefix: str, has_sub: np.ndarray) -> pa.Array:
-        r = np.flatnonzero(has_sub)
-        return hist_column(n, rows[r], sub[prefix + "_counts"][r], sub[prefix + "_base"][r],
-                           sub[prefix + "_halvings"][r], sub[prefix + "_collapsed"][r])
+    def hist(prefix: str, samples: str) -> pa.Array:
+        r = np.flatnonzero(sub[samples] > 0)   # side rows with samples
+        return hist_column(n, rows[r], sub, prefix, r)
 
     cols: dict[str, pa.Array] = {}
     for x in ("src", "dst"):
         f = f"tcp_{x}_"
         for name, typ in _COUNTERS:
-            cols[f"{x}_tcp_{name}"] = _counter(full(sub[f + name]), typ)
-        n_rtt = sub[f + "rtt_samples"]
-        has = n_rtt > 0
-        valid = _validity(full(has))
-        cols[f"{x}_tcp_rtt_samples"] = _counter(full(n_rtt), pa.uint32())
+            cols[f"{x}_tcp_{name}"] = _counter(full[f + name], typ)
+        n_rtt = full[f + "rtt_samples"]
+        valid = _validity(n_rtt > 0)
+        cols[f"{x}_tcp_rtt_samples"] = _counter(n_rtt, pa.uint32())
         for st in _RTT_STATS:
-            cols[f"{x}_tcp_rtt_{st}"] = _measure(full(sub[f + "rtt_" + st]), valid)
-        cols[f"{x}_tcp_rtt_hist"] = hist(f + "rtt_hist", has)
-        n_ts = sub[f + "ts_rtt_samples"]
-        valid = _validity(full(n_ts > 0))
-        cols[f"{x}_tcp_ts_rtt_samples"] = _counter(full(n_ts), pa.uint32())
+            cols[f"{x}_tcp_rtt_{st}"] = _measure(full[f + "rtt_" + st], valid)
+        cols[f"{x}_tcp_rtt_hist"] = hist(f + "rtt_hist", f + "rtt_samples")
+        n_ts = full[f + "ts_rtt_samples"]
+        valid = _validity(n_ts > 0)
+        cols[f"{x}_tcp_ts_rtt_samples"] = _counter(n_ts, pa.uint32())
         for st in _TS_STATS:
-            cols[f"{x}_tcp_ts_rtt_{st}"] = _measure(full(sub[f + "ts_rtt_" + st]), valid)
-    hs = full(sub["tcp_hs_valid"])
-    cols["tcp_handshake_rtt_ns"] = _measure(full(sub["tcp_hs_total_ns"]), _validity((hs & _HS_TOTAL) != 0))
-    cols["tcp_handshake_server_ns"] = _measure(full(sub["tcp_hs_server_ns"]), _validity((hs & _HS_SERVER) != 0))
-    cols["tcp_handshake_client_ns"] = _measure(full(sub["tcp_hs_client_ns"]), _validity((hs & _HS_CLIENT) != 0))
-    n_art = sub["tcp_art_samples"]
-    has_art = n_art > 0
-    valid = _validity(full(has_art))
-    cols["tcp_art_samples"] = _counter(full(n_art), pa.uint32())
+            cols[f"{x}_tcp_ts_rtt_{st}"] = _measure(full[f + "ts_rtt_" + st], valid)
+    hs = full["tcp_hs_valid"]
+    cols["tcp_handshake_rtt_ns"] = _measure(full["tcp_hs_total_ns"], _validity((hs & _HS_TOTAL) != 0))
+    cols["tcp_handshake_server_ns"] = _measure(full["tcp_hs_server_ns"], _validity((hs & _HS_SERVER) != 0))
+    cols["tcp_handshake_client_ns"] = _measure(full["tcp_hs_client_ns"], _validity((hs & _HS_CLIENT) != 0))
+    n_art = full["tcp_art_samples"]
+    valid = _validity(n_art > 0)
+    cols["tcp_art_samples"] = _counter(n_art, pa.uint32())
     for st in _ART_STATS:
-        cols[f"tcp_art_{st}"] = _measure(full(sub["tcp_art_" + st]), valid)
-    cols["tcp_art_hist"] = hist("tcp_art_hist", has_art)
+        cols[f"tcp_art_{st}"] = _measure(full["tcp_art_" + st], valid)
+    cols["tcp_art_hist"] = hist("tcp_art_hist", "tcp_art_samples")
     return cols

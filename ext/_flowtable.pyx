@@ -7,7 +7,7 @@ deterministic: the same input gives the same records in the same order.
 """
 import numpy as np
 cimport numpy as cnp
-from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int32_t, int64_t
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int16_t, int32_t, int64_t
 from libc.stdlib cimport malloc, calloc, realloc, free
 
 cdef extern from "<stdlib.h>" nogil:
@@ -88,6 +88,9 @@ cdef extern from "ft_tcp.h" nogil:
     void ft_tcp_update(ft_tcp_meter *m, const ft_pkt *p, int dir)
     void ft_tcp_export(const ft_tcp_meter *m, ft_tcp_out *o, int final)
     void ft_tcp_period_reset(ft_tcp_meter *m)
+cdef extern from "ft_hist.h" nogil:   # the latency sketch of both meters
+    enum:
+        FT_HIST_BUCKETS
 # --- end TCP meter ---------------------------------------------------------------------------------------
 # ---- DPI (issue 5): registry, dissectors and rule tables (ext/ft_dpi.h) ----
 cdef extern from "ft_dpi.h" nogil:
@@ -1898,3 +1901,108 @@ def dpi_text_columns(recs):
                     memcpy(&d[o[i]], (<const char *> r) + offs[k], o[i + 1] - o[i])
         out.append((offsets, data[:total], valid.view(bool)))
     return out
+
+
+# ---- side-array columns (TCP meter, issue 3; RoCE meter, issue 4) -------------------------------------------
+def scatter_fields(sub, const int64_t[::1] rows, Py_ssize_t n, names):
+    """{name: array of n values}: field `name` of sub[k] at position rows[k], zero elsewhere. sub is a
+    C-contiguous structured array (TCP_OUT_DTYPE, ROCE_OUT_DTYPE) with one row per entry of rows, which
+    are indices below n. One strided pass per field in C: numpy's zeros-and-fancy-assign per column cost
+    more than metering the TCP packets."""
+    cdef Py_ssize_t m = len(rows), k, isz, off
+    cdef Py_ssize_t stride = sub.dtype.itemsize
+    cdef const uint8_t[::1] raw
+    cdef const uint8_t *base
+    cdef uint8_t *dst
+    if len(sub) != m:
+        raise ValueError("sub and rows differ in length")
+    if not sub.flags.c_contiguous:
+        raise ValueError("sub must be C-contiguous")
+    for k in range(m):
+        if rows[k] < 0 or rows[k] >= n:
+            raise ValueError("row index out of range")
+    raw = sub.view(np.uint8).reshape(-1) if m else np.zeros(1, np.uint8)
+    base = &raw[0]
+    out = {}
+    for name in names:
+        ftype, off = sub.dtype.fields[name][:2]
+        isz = ftype.itemsize
+        if ftype.subdtype is not None or isz not in (1, 2, 4, 8) or off + isz > stride:
+            raise ValueError(f"{name}: only scalar fields of 1, 2, 4 or 8 bytes")
+        col = np.zeros(n, dtype=ftype)
+        dst = <uint8_t *> cnp.PyArray_DATA(col)
+        with nogil:
+            if isz == 8:
+                for k in range(m):
+                    memcpy(dst + rows[k] * 8, base + k * stride + off, 8)
+            elif isz == 4:
+                for k in range(m):
+                    memcpy(dst + rows[k] * 4, base + k * stride + off, 4)
+            elif isz == 2:
+                for k in range(m):
+                    memcpy(dst + rows[k] * 2, base + k * stride + off, 2)
+            else:
+                for k in range(m):
+                    dst[rows[k]] = base[k * stride + off]
+        out[name] = col
+    return out
+
+
+def hist_parts(sub, str prefix, const int64_t[::1] srows):
+    """The histogram column's parts from the raw sketches (ext/ft_hist.h) prefix_counts / _base / _halvings /
+    _collapsed of the rows srows of sub: (first int16[m], lengths int32[m], values uint32[sum(lengths)],
+    collapsed bool[m]), m = len(srows). Counts are scaled back by the halvings (saturating at 2^32-1), zero
+    buckets at both ends left out; a sketch without a count has length 0."""
+    cdef Py_ssize_t m = len(srows), k, i, lo, hi, pos = 0
+    cdef Py_ssize_t stride = sub.dtype.itemsize
+    cdef Py_ssize_t o_cnt, o_base, o_halv, o_coll
+    cdef const uint8_t[::1] raw
+    cdef const uint8_t *rec
+    cdef const uint16_t *cnt
+    cdef uint64_t v
+    cdef int sh
+    cdef int16_t b
+    ct = sub.dtype.fields[prefix + "_counts"][0]
+    if ct.subdtype is None or ct.subdtype[0] != np.dtype("<u2") or ct.subdtype[1] != (FT_HIST_BUCKETS,):
+        raise ValueError(f"{prefix}_counts must be ({FT_HIST_BUCKETS},)<u2")
+    if not sub.flags.c_contiguous:
+        raise ValueError("sub must be C-contiguous")
+    for k in range(m):
+        if srows[k] < 0 or srows[k] >= len(sub):
+            raise ValueError("row index out of range")
+    o_cnt = sub.dtype.fields[prefix + "_counts"][1]
+    o_base = sub.dtype.fields[prefix + "_base"][1]
+    o_halv = sub.dtype.fields[prefix + "_halvings"][1]
+    o_coll = sub.dtype.fields[prefix + "_collapsed"][1]
+    first = np.zeros(m, np.int16)
+    lengths = np.zeros(m, np.int32)
+    collapsed = np.zeros(m, np.bool_)
+    values = np.empty(max(m * FT_HIST_BUCKETS, 1), np.uint32)
+    cdef int16_t[::1] fv = first
+    cdef int32_t[::1] lv = lengths
+    cdef uint8_t[::1] cv = collapsed.view(np.uint8)
+    cdef uint32_t[::1] vv = values
+    raw = sub.view(np.uint8).reshape(-1) if len(sub) else np.zeros(1, np.uint8)
+    with nogil:
+        for k in range(m):
+            rec = &raw[0] + srows[k] * stride
+            cnt = <const uint16_t *> (rec + o_cnt)
+            lo = -1
+            hi = -1
+            for i in range(FT_HIST_BUCKETS):
+                if cnt[i]:
+                    if lo < 0:
+                        lo = i
+                    hi = i
+            cv[k] = rec[o_coll] != 0
+            if lo < 0:
+                continue
+            sh = rec[o_halv] if rec[o_halv] < 16 else 16
+            memcpy(&b, rec + o_base, 2)
+            fv[k] = <int16_t> (b + lo)
+            lv[k] = <int32_t> (hi - lo + 1)
+            for i in range(lo, hi + 1):
+                v = (<uint64_t> cnt[i]) << sh
+                vv[pos] = <uint32_t> (v if v < 0xFFFFFFFFu else 0xFFFFFFFFu)
+                pos += 1
+    return first, lengths, values[:pos], collapsed
