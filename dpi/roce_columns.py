@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from .hist_columns import hist_column
+from .hist_columns import hist_column, null_hist
 from .schema import ROCE_LATENCIES, ROCE_PAIRINGS, ROCE_TRANSPORTS
 
 # per-direction counters: record field suffix (after roce_src_ / roce_dst_) -> Arrow type
@@ -46,6 +46,29 @@ def _hist(sub: np.ndarray, roce_row: np.ndarray, prefix: str, valid: np.ndarray)
     return hist_column(len(valid), rows, sub, prefix + "_hist", roce_row[rows])   # roce_row: where in sub
 
 
+def _no_roce(n: int) -> dict[str, pa.Array]:
+    """The columns of a batch without a RoCE record (most batches): counters 0 from one zero buffer,
+    everything else null; the same values build() gives non-RoCE rows."""
+    zero = pa.py_buffer(np.zeros(max(n, 1) * 8, np.uint8))
+    cols: dict[str, pa.Array] = {
+        "roce_transport": pa.nulls(n, pa.string()), "roce_pairing": pa.nulls(n, pa.string()),
+        "roce_src_qpn": pa.nulls(n, pa.uint32()), "roce_dst_qpn": pa.nulls(n, pa.uint32()),
+        "roce_path_mtu": pa.nulls(n, pa.uint16()),
+    }
+    for x in ("src", "dst"):
+        f = f"roce_{x}_"
+        for name, typ in _COUNTERS:
+            cols[f + name] = pa.Array.from_buffers(typ, n, [None, zero], 0)
+        cols[f + "mean_message_bytes"] = pa.nulls(n, pa.float64())
+        for lat in ROCE_LATENCIES:
+            p = f + lat
+            cols[p + "_samples"] = pa.Array.from_buffers(pa.uint32(), n, [None, zero], 0)
+            for st in ("min_ns", "mean_ns", "max_ns", "p50_ns", "p99_ns"):
+                cols[f"{p}_{st}"] = pa.nulls(n, pa.int64())
+            cols[p + "_hist"] = null_hist(n)
+    return cols
+
+
 def build(recs: np.ndarray, roce_recs: np.ndarray) -> dict[str, pa.Array]:
     """Columns of the RoCE meter for a batch of flow records, named as in dpi.schema.
 
@@ -57,6 +80,8 @@ def build(recs: np.ndarray, roce_recs: np.ndarray) -> dict[str, pa.Array]:
     rows = np.flatnonzero(roce_row >= 0)
     assert len(rows) == len(roce_recs), "RoCE side records do not match the batch"
     sub = roce_recs
+    if len(rows) == 0:
+        return _no_roce(n)
     roce = np.zeros(n, dtype=bool)
     roce[rows] = True
 
