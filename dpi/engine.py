@@ -89,11 +89,15 @@ def _masked(values: np.ndarray, valid: np.ndarray, typ: pa.DataType) -> pa.Array
 
 
 def build_batch(recs: np.ndarray, schema: pa.Schema, observer: str, seed: int = 0,
-                roce_recs: np.ndarray | None = None, dpi_vocab=None) -> pa.RecordBatch:
-    """One record batch from an array of _flowtable.FLOWREC_DTYPE, column by column; roce_recs are the RoCE
-    parts of its RoCE records (_flowtable.ROCE_OUT_DTYPE, FlowTable.taken_roce after take())."""
+                roce_recs: np.ndarray | None = None, dpi_vocab=None,
+                tcp_recs: np.ndarray | None = None) -> pa.RecordBatch:
+    """One record batch from an array of _flowtable.FLOWREC_DTYPE, column by column; roce_recs and tcp_recs are
+    the RoCE and TCP parts of its RoCE and TCP records (_flowtable.ROCE_OUT_DTYPE / TCP_OUT_DTYPE,
+    FlowTable.taken_roce / taken_tcp after take())."""
     if roce_recs is None:
         roce_recs = np.empty(0, dtype=_flowtable.ROCE_OUT_DTYPE)
+    if tcp_recs is None:
+        tcp_recs = np.empty(0, dtype=_flowtable.TCP_OUT_DTYPE)
     n = len(recs)
     (so, sd), (do, dd), (co, cd) = _flowtable.text_columns(recs, seed)
     start = recs["start_ns"].astype(np.int64)
@@ -139,7 +143,7 @@ def build_batch(recs: np.ndarray, schema: pa.Schema, observer: str, seed: int = 
         "interface": pa.array(recs["iface"], pa.uint16()),
     }
     cols.update(roce_columns.build(recs, roce_recs))   # RoCE meter columns (issue 4)
-    cols.update(tcp_columns.build(recs))   # TCP meter columns (issue 3)
+    cols.update(tcp_columns.build(recs, tcp_recs))   # TCP meter columns (issue 3)
     cols.update(dpi_columns.build(recs, dpi_vocab))  # DPI (issue 5): app_proto and the columns after it
     return pa.RecordBatch.from_arrays([cols[name] for name in COLUMN_NAMES], schema=schema)
 
@@ -201,7 +205,7 @@ class Engine:
     def _batch(self) -> pa.RecordBatch:
         recs = self.table.take()
         return build_batch(recs, self.schema, self.observer, self.config.community_id_seed,
-                           self.table.taken_roce, self.dpi_vocab)
+                           self.table.taken_roce, self.dpi_vocab, self.table.taken_tcp)
 
     def add(self, records: np.ndarray, data: np.ndarray | None = None) -> Iterator[pa.RecordBatch]:
         """Meter a batch of per-packet records; yields a flow-record batch each time batch_rows are ready.

@@ -10,7 +10,8 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from .schema import ROCE_HIST_TYPE, ROCE_LATENCIES, ROCE_PAIRINGS, ROCE_TRANSPORTS
+from .hist_columns import hist_column, null_hist
+from .schema import ROCE_LATENCIES, ROCE_PAIRINGS, ROCE_TRANSPORTS
 
 # per-direction counters: record field suffix (after roce_src_ / roce_dst_) -> Arrow type
 _COUNTERS = (
@@ -40,43 +41,32 @@ def _measure(values: np.ndarray, valid: np.ndarray) -> pa.Array:
 
 
 def _hist(sub: np.ndarray, roce_row: np.ndarray, prefix: str, valid: np.ndarray) -> pa.Array:
-    """The struct<first_bucket, counts, collapsed> column from the raw sketches (80 16-bit counts, base
-    bucket, halvings): counts scaled back by the halvings, zero buckets at both ends left out; null where
-    there is no sample. Only the rows with samples are expanded (most flows of a mixed capture have none)."""
-    n = len(valid)
+    """The histogram column (dpi.hist_columns) of the rows with samples; null elsewhere."""
     rows = np.flatnonzero(valid)
-    srows = roce_row[rows]   # where those records' RoCE parts are in sub
-    if len(rows) == 0:   # children stay valid (Parquet: non-nullable fields), the struct is null
-        return pa.StructArray.from_arrays(
-            [pa.array(np.zeros(n, np.int16), pa.int16()),
-             pa.ListArray.from_arrays(pa.array(np.zeros(n + 1, np.int32)), pa.array([], pa.uint32())),
-             pa.array(np.zeros(n, bool), pa.bool_())],
-            fields=list(ROCE_HIST_TYPE), mask=pa.array(np.ones(n, bool), pa.bool_()))
-    raw = sub[prefix + "_hist_counts"][srows].reshape(len(rows), -1).astype(np.uint64)
-    width = raw.shape[1]
-    shift = np.minimum(sub[prefix + "_hist_halvings"][srows].astype(np.uint64), 16)
-    counts = np.minimum(raw << shift[:, None], np.uint64(0xFFFFFFFF)).astype(np.uint32)
-    nz = counts > 0
-    ok = nz.any(axis=1)
-    lo = np.argmax(nz, axis=1)
-    hi = width - 1 - np.argmax(nz[:, ::-1], axis=1)
-    col = np.arange(width)[None, :]
-    keep = ok[:, None] & (col >= lo[:, None]) & (col <= hi[:, None])
-    values = np.ascontiguousarray(counts[keep])            # row-major: rows stay in order
-    lengths = np.zeros(n, dtype=np.int32)
-    lengths[rows] = np.where(ok, hi - lo + 1, 0)
-    offsets = np.zeros(n + 1, dtype=np.int32)
-    np.cumsum(lengths, out=offsets[1:])
-    first = np.zeros(n, dtype=np.int16)
-    first[rows] = np.where(ok, sub[prefix + "_hist_base"][srows].astype(np.int64) + lo, 0)
-    has = np.zeros(n, dtype=bool)
-    has[rows] = ok
-    lists = pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), pa.array(values, pa.uint32()))
-    collapsed = np.zeros(n, dtype=bool)
-    collapsed[rows] = sub[prefix + "_hist_collapsed"][srows] != 0
-    collapsed = pa.array(collapsed, pa.bool_())
-    return pa.StructArray.from_arrays([pa.array(first, pa.int16()), lists, collapsed],
-                                      fields=list(ROCE_HIST_TYPE), mask=pa.array(~has, pa.bool_()))
+    return hist_column(len(valid), rows, sub, prefix + "_hist", roce_row[rows])   # roce_row: where in sub
+
+
+def _no_roce(n: int) -> dict[str, pa.Array]:
+    """The columns of a batch without a RoCE record (most batches): counters 0 from one zero buffer,
+    everything else null; the same values build() gives non-RoCE rows."""
+    zero = pa.py_buffer(np.zeros(max(n, 1) * 8, np.uint8))
+    cols: dict[str, pa.Array] = {
+        "roce_transport": pa.nulls(n, pa.string()), "roce_pairing": pa.nulls(n, pa.string()),
+        "roce_src_qpn": pa.nulls(n, pa.uint32()), "roce_dst_qpn": pa.nulls(n, pa.uint32()),
+        "roce_path_mtu": pa.nulls(n, pa.uint16()),
+    }
+    for x in ("src", "dst"):
+        f = f"roce_{x}_"
+        for name, typ in _COUNTERS:
+            cols[f + name] = pa.Array.from_buffers(typ, n, [None, zero], 0)
+        cols[f + "mean_message_bytes"] = pa.nulls(n, pa.float64())
+        for lat in ROCE_LATENCIES:
+            p = f + lat
+            cols[p + "_samples"] = pa.Array.from_buffers(pa.uint32(), n, [None, zero], 0)
+            for st in ("min_ns", "mean_ns", "max_ns", "p50_ns", "p99_ns"):
+                cols[f"{p}_{st}"] = pa.nulls(n, pa.int64())
+            cols[p + "_hist"] = null_hist(n)
+    return cols
 
 
 def build(recs: np.ndarray, roce_recs: np.ndarray) -> dict[str, pa.Array]:
@@ -90,6 +80,8 @@ def build(recs: np.ndarray, roce_recs: np.ndarray) -> dict[str, pa.Array]:
     rows = np.flatnonzero(roce_row >= 0)
     assert len(rows) == len(roce_recs), "RoCE side records do not match the batch"
     sub = roce_recs
+    if len(rows) == 0:
+        return _no_roce(n)
     roce = np.zeros(n, dtype=bool)
     roce[rows] = True
 

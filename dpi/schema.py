@@ -179,20 +179,25 @@ COLUMNS: tuple[Column, ...] = (
 )
 
 
-# ---- RoCE meter columns (issue 4; definitions in docs/roce.md, computed in ext/ft_roce.h) --------------------
-# The histogram column is the TCP meter's (issue 3): same Arrow type, same bucket layout (ext/ft_hist.h).
-ROCE_HIST_TYPE = pa.struct([pa.field("first_bucket", pa.int16(), nullable=False),
-                            pa.field("counts", pa.list_(pa.uint32()), nullable=False),
-                            pa.field("collapsed", pa.bool_(), nullable=False)])
-ROCE_HIST_LAYOUT = (
+# ---- latency histograms (TCP meter, issue 3; RoCE meter, issue 4): one type, one layout (ext/ft_hist.h) ----
+HIST_TYPE = pa.struct([pa.field("first_bucket", pa.int16(), nullable=False),
+                       pa.field("counts", pa.list_(pa.uint32()), nullable=False),
+                       pa.field("collapsed", pa.bool_(), nullable=False)])
+HIST_LAYOUT = (
     "log-bucketed, 8 buckets per octave: counts[i] is the number of samples x (ns) in global bucket "
     "k = first_bucket + i, 2^(k/8) <= x < 2^((k+1)/8) (bucket 0 also holds 0 and 1 ns); buckets before the "
-    "first and after the last non-zero one are left out. The meter keeps a window of 80 buckets (1024x) "
-    "that slides up with the largest sample; collapsed = true means smaller samples were folded into the "
-    "first bucket. Counts are exact until one bucket passes 65,535 samples, after which they are halved "
-    "and scaled back (relative counts within 1/32768)."
+    "first and after the last non-zero one are left out. Percentiles read from a bucket's geometric centre "
+    "2^(k/8) * 2 * 2^(1/8) / (1 + 2^(1/8)) are within 4.33 % of any sample in it. The meter keeps a window "
+    "of 80 buckets (1024x) that slides with the samples; collapsed = true means samples more than 1024x "
+    "below the largest were folded into the first bucket. Counts are exact until one bucket passes 65,535 "
+    "samples, after which they are halved and scaled back (relative counts within 1/32768). The same layout "
+    "for every *_hist column (TCP RTT and response time, RoCE latencies)."
 )
-_ROCE_HIST_EXTRA = (("bucket_layout", ROCE_HIST_LAYOUT), ("buckets_per_octave", "8"), ("bucket_base_ns", "1"))
+HIST_EXTRA = (("bucket_layout", HIST_LAYOUT), ("buckets_per_octave", "8"), ("bucket_base_ns", "1"),
+              ("bucket_lower_edge_ns", "2 ** ((first_bucket + i) / 8)"))
+
+
+# ---- RoCE meter columns (issue 4; definitions in docs/roce.md, computed in ext/ft_roce.h) --------------------
 ROCE_TRANSPORTS = {0: "RC", 1: "UC", 2: "RD", 3: "UD", 5: "XRC"}
 ROCE_PAIRINGS = {0: "none", 1: "psn", 2: "cm"}
 ROCE_LATENCIES = {
@@ -260,9 +265,9 @@ def _roce_side_columns(x: str) -> tuple[Column, ...]:
               "layout in docs/roce.md); null without samples."),
             m(f"{lat}_p99_ns", f"99th percentile (nearest rank) of the roce_{x}_{lat} samples, within 4.4 %; "
               "null without samples."),
-            Column(f"roce_{x}_{lat}_hist", ROCE_HIST_TYPE, True, f"Histogram of the roce_{x}_{lat} samples "
+            Column(f"roce_{x}_{lat}_hist", HIST_TYPE, True, f"Histogram of the roce_{x}_{lat} samples "
                    "(bucket layout in the field metadata); null without samples.", unit="ns",
-                   kind="measurement", extra=_ROCE_HIST_EXTRA),
+                   kind="measurement", extra=HIST_EXTRA),
         ]
     return tuple(cols)
 
@@ -293,18 +298,6 @@ COLUMNS = COLUMNS + ROCE_COLUMNS
 
 
 # ---- TCP meter columns (issue 3; definitions in docs/tcp.md, computed in ext/ft_tcp.h) -------------------
-TCP_HIST_TYPE = pa.struct([pa.field("first_octave", pa.int16(), nullable=False),
-                           pa.field("counts", pa.list_(pa.uint32()), nullable=False),
-                           pa.field("collapsed", pa.bool_(), nullable=False)])
-TCP_HIST_LAYOUT = (
-    "log2 (octave) buckets: counts[i] is the number of samples x (ns) with 2^(first_octave+i) <= x < "
-    "2^(first_octave+i+1) (octave 0 also holds 0 ns); octaves before the first and after the last non-empty "
-    "one are left out. The meter's sketch behind it has 8 buckets per octave in a window of 10 octaves "
-    "(1024x) that follows the samples; collapsed = true means samples more than 1024x below the largest "
-    "were counted in the first octave. Counts are exact until one sketch bucket passes 65,535 samples, "
-    "after which they are halved and scaled back (relative counts within 1/32768)."
-)
-_HIST_EXTRA = (("bucket_layout", TCP_HIST_LAYOUT), ("bucket_lower_edge_ns", "2 ** (first_octave + i)"))
 _NOT_TCP = " 0 for non-TCP flows."
 _SIDE = {"src": ("src", "dst"), "dst": ("dst", "src")}
 
@@ -360,9 +353,9 @@ def _tcp_side_columns(x: str) -> tuple[Column, ...]:
           "docs/tcp.md); null without samples."),
         m("rtt_p90_ns", f"90th percentile (nearest rank) of the {x}_tcp_rtt samples, within 4.4 %."),
         m("rtt_p99_ns", f"99th percentile (nearest rank) of the {x}_tcp_rtt samples, within 4.4 %."),
-        Column(f"{x}_tcp_rtt_hist", TCP_HIST_TYPE, True, f"Histogram of the {x}_tcp_rtt samples (bucket "
+        Column(f"{x}_tcp_rtt_hist", HIST_TYPE, True, f"Histogram of the {x}_tcp_rtt samples (bucket "
                "layout in the field metadata); null without samples.", unit="ns", kind="measurement",
-               extra=_HIST_EXTRA),
+               extra=HIST_EXTRA),
         c("ts_rtt_samples", f"RTT samples from TCP timestamps on {me}'s segments: from the first data "
           f"segment carrying a TSval to the first {peer} segment that echoes it in TSecr and acknowledges "
           "that segment."),
@@ -391,9 +384,9 @@ def _tcp_flow_columns() -> tuple[Column, ...]:
         m("tcp_art_max_ns", "Largest application response time; null without samples."),
         m("tcp_art_p50_ns", "Median (nearest rank) application response time, within 4.4 %."),
         m("tcp_art_p99_ns", "99th percentile (nearest rank) application response time, within 4.4 %."),
-        Column("tcp_art_hist", TCP_HIST_TYPE, True, "Histogram of the application response times (bucket "
+        Column("tcp_art_hist", HIST_TYPE, True, "Histogram of the application response times (bucket "
                "layout in the field metadata); null without samples.", unit="ns", kind="measurement",
-               extra=_HIST_EXTRA),
+               extra=HIST_EXTRA),
     )
 
 

@@ -1,16 +1,19 @@
-"""Arrow columns of the TCP meter (ext/ft_tcp.h, docs/tcp.md) from an array of _flowtable.FLOWREC_DTYPE.
+"""Arrow columns of the TCP meter (ext/ft_tcp.h, docs/tcp.md) from a batch of _flowtable.FLOWREC_DTYPE records
+and the TCP parts of its TCP records (_flowtable.TCP_OUT_DTYPE, FlowTable.taken_tcp; record i's part is row
+recs["tcp_row"][i], -1 for other flows).
 
-One function, build(recs) -> {column name: pyarrow.Array}, merged into the batch by dpi.engine.build_batch.
-Every column is built from numpy views in one step (no Python object per flow). Conventions
-(dpi/schema.py): counters are never null and are 0 for non-TCP flows; measurements are null when nothing
-was measured (no sample, no handshake, or not TCP).
+One function, build(recs, tcp_recs) -> {column name: pyarrow.Array}, merged into the batch by
+dpi.engine.build_batch. Every column is built from numpy arrays in one step (no Python object per flow), and
+only the TCP rows are read. Conventions (dpi/schema.py): counters are never null and are 0 for non-TCP flows;
+measurements are null when nothing was measured (no sample, no handshake, or not TCP).
 """
 from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
 
-from .schema import TCP_HIST_TYPE
+from ._flowtable import scatter_fields
+from .hist_columns import hist_column, null_hist
 
 # counters per direction: record field suffix (after tcp_src_/tcp_dst_) -> Arrow type
 _COUNTERS = (
@@ -24,17 +27,21 @@ _COUNTERS = (
 )
 _RTT_STATS = ("min_ns", "mean_ns", "max_ns", "p50_ns", "p90_ns", "p99_ns")
 _TS_STATS = ("min_ns", "mean_ns", "max_ns")
+_ART_STATS = ("min_ns", "mean_ns", "max_ns", "p50_ns", "p99_ns")
 
 # handshake validity bits (FT_TH_S_* in ext/ft_tcp.h)
 _HS_TOTAL, _HS_SERVER, _HS_CLIENT = 0x08, 0x10, 0x20
 
 
-def _validity(valid: np.ndarray) -> tuple[pa.Buffer, int]:
+def _validity(valid: np.ndarray) -> tuple[pa.Buffer | None, int]:
     """Arrow validity bitmap of a boolean mask, built once and shared by the columns it applies to."""
-    return pa.py_buffer(np.packbits(valid, bitorder="little")), int(len(valid) - np.count_nonzero(valid))
+    nulls = int(len(valid) - np.count_nonzero(valid))
+    if nulls == 0:
+        return None, 0
+    return pa.py_buffer(np.packbits(valid, bitorder="little")), nulls
 
 
-def _measure(values: np.ndarray, validity: tuple[pa.Buffer, int]) -> pa.Array:
+def _measure(values: np.ndarray, validity: tuple[pa.Buffer | None, int]) -> pa.Array:
     """int64 column from a (strided) uint64 field: one contiguous copy, the shared validity bitmap."""
     data = np.ascontiguousarray(values).view(np.int64)
     return pa.Array.from_buffers(pa.int64(), len(data), [validity[0], pa.py_buffer(data)], validity[1])
@@ -45,56 +52,79 @@ def _counter(values: np.ndarray, typ: pa.DataType) -> pa.Array:
     return pa.Array.from_buffers(typ, len(data), [None, pa.py_buffer(data)], 0)
 
 
-def _hist(recs: np.ndarray, prefix: str, valid: np.ndarray) -> pa.Array:
-    """The struct<first_octave, counts, collapsed> column: each row's counts[0:len]; null where there is no
-    sample. Only rows with samples are gathered (most flows have none)."""
-    n = len(recs)
-    rows = np.flatnonzero(valid)
-    row_len = recs[prefix + "_len"][rows].astype(np.int32)
-    lengths = np.zeros(n, dtype=np.int32)
-    lengths[rows] = row_len
-    counts = recs[prefix][rows]                             # (rows, FT_TCP_HOCT) uint32, gathered
-    keep = np.arange(counts.shape[1], dtype=np.int32)[None, :] < row_len[:, None]
-    values = np.ascontiguousarray(counts[keep], dtype=np.uint32)   # row-major: rows stay in order
-    offsets = np.zeros(n + 1, dtype=np.int32)
-    np.cumsum(lengths, out=offsets[1:])
-    lists = pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), pa.array(values, pa.uint32()))
-    first = np.zeros(n, np.int16)
-    first[rows] = recs[prefix + "_first"][rows]
-    collapsed = np.zeros(n, bool)
-    collapsed[rows] = recs[prefix + "_collapsed"][rows] != 0
-    return pa.StructArray.from_arrays([pa.array(first, pa.int16()), lists, pa.array(collapsed, pa.bool_())],
-                                      fields=list(TCP_HIST_TYPE), mask=pa.array(~valid, pa.bool_()))
+def _names() -> list[str]:
+    """Column names build() returns, in schema order of appearance."""
+    out = []
+    for x in ("src", "dst"):
+        out += [f"{x}_tcp_{name}" for name, _ in _COUNTERS]
+        out += [f"{x}_tcp_rtt_samples"] + [f"{x}_tcp_rtt_{st}" for st in _RTT_STATS] + [f"{x}_tcp_rtt_hist"]
+        out += [f"{x}_tcp_ts_rtt_samples"] + [f"{x}_tcp_ts_rtt_{st}" for st in _TS_STATS]
+    out += ["tcp_handshake_rtt_ns", "tcp_handshake_server_ns", "tcp_handshake_client_ns", "tcp_art_samples"]
+    out += [f"tcp_art_{st}" for st in _ART_STATS] + ["tcp_art_hist"]
+    return out
 
 
-def build(recs: np.ndarray) -> dict[str, pa.Array]:
+def _no_tcp(n: int) -> dict[str, pa.Array]:
+    """The columns of a batch without a TCP record: counters 0, measurements null, from one zero buffer."""
+    zero = pa.py_buffer(np.zeros(max(n, 1) * 8, np.uint8))
+    cols: dict[str, pa.Array] = {}
+    for x in ("src", "dst"):
+        for name, typ in _COUNTERS + (("rtt_samples", pa.uint32()), ("ts_rtt_samples", pa.uint32())):
+            cols[f"{x}_tcp_{name}"] = pa.Array.from_buffers(typ, n, [None, zero], 0)
+    cols["tcp_art_samples"] = pa.Array.from_buffers(pa.uint32(), n, [None, zero], 0)
+    for name in _names():
+        if name not in cols:
+            cols[name] = null_hist(n) if name.endswith("_hist") else pa.nulls(n, pa.int64())
+    return cols
+
+
+def build(recs: np.ndarray, tcp_recs: np.ndarray) -> dict[str, pa.Array]:
     """Columns of the TCP meter for a batch of flow records, named as in dpi.schema."""
+    n = len(recs)
+    rows = np.flatnonzero(recs["tcp_row"] >= 0)
+    if len(rows) == 0:
+        return _no_tcp(n)
+    # the flow table writes the TCP parts in record order: row k of tcp_recs belongs to record rows[k]
+    assert len(rows) == len(tcp_recs), "TCP side records do not match the batch"
+    sub = tcp_recs
+    # every scalar field the columns need, scattered to batch positions in one C pass each (zero elsewhere)
+    names = []
+    for x in ("src", "dst"):
+        f = f"tcp_{x}_"
+        names += [f + name for name, _ in _COUNTERS] + [f + "rtt_samples", f + "ts_rtt_samples"]
+        names += [f + "rtt_" + st for st in _RTT_STATS] + [f + "ts_rtt_" + st for st in _TS_STATS]
+    names += ["tcp_hs_valid", "tcp_hs_total_ns", "tcp_hs_server_ns", "tcp_hs_client_ns", "tcp_art_samples"]
+    names += ["tcp_art_" + st for st in _ART_STATS]
+    full = scatter_fields(sub, rows, n, names)
+
+    def hist(prefix: str, samples: str) -> pa.Array:
+        r = np.flatnonzero(sub[samples] > 0)   # side rows with samples
+        return hist_column(n, rows[r], sub, prefix, r)
+
     cols: dict[str, pa.Array] = {}
     for x in ("src", "dst"):
         f = f"tcp_{x}_"
         for name, typ in _COUNTERS:
-            cols[f"{x}_tcp_{name}"] = _counter(recs[f + name], typ)
-        n_rtt = np.ascontiguousarray(recs[f + "rtt_samples"])
-        has = n_rtt > 0
-        valid = _validity(has)
+            cols[f"{x}_tcp_{name}"] = _counter(full[f + name], typ)
+        n_rtt = full[f + "rtt_samples"]
+        valid = _validity(n_rtt > 0)
         cols[f"{x}_tcp_rtt_samples"] = _counter(n_rtt, pa.uint32())
         for st in _RTT_STATS:
-            cols[f"{x}_tcp_rtt_{st}"] = _measure(recs[f + "rtt_" + st], valid)
-        cols[f"{x}_tcp_rtt_hist"] = _hist(recs, f + "rtt_hist", has)
-        n_ts = np.ascontiguousarray(recs[f + "ts_rtt_samples"])
+            cols[f"{x}_tcp_rtt_{st}"] = _measure(full[f + "rtt_" + st], valid)
+        cols[f"{x}_tcp_rtt_hist"] = hist(f + "rtt_hist", f + "rtt_samples")
+        n_ts = full[f + "ts_rtt_samples"]
         valid = _validity(n_ts > 0)
         cols[f"{x}_tcp_ts_rtt_samples"] = _counter(n_ts, pa.uint32())
         for st in _TS_STATS:
-            cols[f"{x}_tcp_ts_rtt_{st}"] = _measure(recs[f + "ts_rtt_" + st], valid)
-    hs = recs["tcp_hs_valid"]
-    cols["tcp_handshake_rtt_ns"] = _measure(recs["tcp_hs_total_ns"], _validity((hs & _HS_TOTAL) != 0))
-    cols["tcp_handshake_server_ns"] = _measure(recs["tcp_hs_server_ns"], _validity((hs & _HS_SERVER) != 0))
-    cols["tcp_handshake_client_ns"] = _measure(recs["tcp_hs_client_ns"], _validity((hs & _HS_CLIENT) != 0))
-    n_art = np.ascontiguousarray(recs["tcp_art_samples"])
-    has_art = n_art > 0
-    valid = _validity(has_art)
+            cols[f"{x}_tcp_ts_rtt_{st}"] = _measure(full[f + "ts_rtt_" + st], valid)
+    hs = full["tcp_hs_valid"]
+    cols["tcp_handshake_rtt_ns"] = _measure(full["tcp_hs_total_ns"], _validity((hs & _HS_TOTAL) != 0))
+    cols["tcp_handshake_server_ns"] = _measure(full["tcp_hs_server_ns"], _validity((hs & _HS_SERVER) != 0))
+    cols["tcp_handshake_client_ns"] = _measure(full["tcp_hs_client_ns"], _validity((hs & _HS_CLIENT) != 0))
+    n_art = full["tcp_art_samples"]
+    valid = _validity(n_art > 0)
     cols["tcp_art_samples"] = _counter(n_art, pa.uint32())
-    for st in ("min_ns", "mean_ns", "max_ns", "p50_ns", "p99_ns"):
-        cols[f"tcp_art_{st}"] = _measure(recs["tcp_art_" + st], valid)
-    cols["tcp_art_hist"] = _hist(recs, "tcp_art_hist", has_art)
+    for st in _ART_STATS:
+        cols[f"tcp_art_{st}"] = _measure(full["tcp_art_" + st], valid)
+    cols["tcp_art_hist"] = hist("tcp_art_hist", "tcp_art_samples")
     return cols

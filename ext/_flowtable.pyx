@@ -8,8 +8,11 @@ deterministic: the same input gives the same records in the same order.
 """
 import numpy as np
 cimport numpy as cnp
-from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int32_t, int64_t
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int16_t, int32_t, int64_t
 from libc.stdlib cimport malloc, calloc, realloc, free
+
+cdef extern from "<stdlib.h>" nogil:
+    void *aligned_alloc(size_t alignment, size_t size)   # C11: TCP meter chunks on cache-line boundaries
 from libc.string cimport memcpy, memcmp, memset
 
 from ft_record cimport ft_pkt, FT_F_L3, FT_F_L4, FT_F_FRAG, FT_F_TRUNC, FT_R__COUNT, FT_REASON_NAMES
@@ -86,6 +89,9 @@ cdef extern from "ft_tcp.h" nogil:
     void ft_tcp_update(ft_tcp_meter *m, const ft_pkt *p, int dir)
     void ft_tcp_export(const ft_tcp_meter *m, ft_tcp_out *o, int final)
     void ft_tcp_period_reset(ft_tcp_meter *m)
+cdef extern from "ft_hist.h" nogil:   # the latency sketch of both meters
+    enum:
+        FT_HIST_BUCKETS
 # --- end TCP meter ---------------------------------------------------------------------------------------
 # ---- DPI (issue 5): registry, dissectors and rule tables (ext/ft_dpi.h) ----
 cdef extern from "ft_dpi.h" nogil:
@@ -264,7 +270,7 @@ cdef extern from "ft_flow.h" nogil:
         uint16_t outer_vlan_id
         uint16_t iface
         ft_roce_meter *roce   # RoCE meter (issue 4): NULL for other flows
-        ft_tcp_meter tcp   # TCP meter (issue 3)
+        ft_tcp_meter *tcp   # TCP meter (issue 3): NULL for other flows
         ft_dpi_state dpi            # DPI (issue 5)
 
     struct ft_flowrec:
@@ -297,7 +303,7 @@ cdef extern from "ft_flow.h" nogil:
         uint8_t icmp_code
         uint8_t has_icmp
         int32_t roce_row     # RoCE meter (issue 4): row in the side array, -1 for other flows
-        ft_tcp_out tcp     # TCP meter (issue 3)
+        int32_t tcp_row      # TCP meter (issue 3): row in the side array, -1 for other flows
         ft_dpi_out dpi              # DPI (issue 5)
 
     struct ft_rec_field:
@@ -369,26 +375,25 @@ cdef extern from "ft_roce_pair.h" nogil:
 # --- end RoCE meter -----------------------------------------------------------------------------------------
 
 
-cdef extern from *:   # TCP meter (issue 3): where struct ft_tcp_out sits in struct ft_flowrec
-    """
-    #define FT_TCP_REC_OFFSET offsetof(struct ft_flowrec, tcp)
-    """
-    const size_t FT_TCP_REC_OFFSET
-
-
 def _flowrec_dtype():
     names, formats, offsets = [], [], []
     for i in range(FT_FLOWREC_NFIELDS):
         names.append(FT_FLOWREC_FIELDS[i].name.decode())
         formats.append(FT_FLOWREC_FIELDS[i].fmt.decode())
         offsets.append(FT_FLOWREC_FIELDS[i].offset)
-    # TCP meter (issue 3): the ft_tcp_out fields, offset by where it sits in the record
+    return np.dtype({"names": names, "formats": formats, "offsets": offsets,
+                     "itemsize": sizeof(ft_flowrec)})
+
+
+def _tcp_out_dtype():
+    """TCP meter (issue 3): the side records (struct ft_tcp_out), names prefixed tcp_."""
+    names, formats, offsets = [], [], []
     for i in range(FT_TCPOUT_NFIELDS):
         names.append("tcp_" + FT_TCPOUT_FIELDS[i].name.decode())
         formats.append(FT_TCPOUT_FIELDS[i].fmt.decode())
-        offsets.append(FT_TCP_REC_OFFSET + FT_TCPOUT_FIELDS[i].offset)
+        offsets.append(FT_TCPOUT_FIELDS[i].offset)
     return np.dtype({"names": names, "formats": formats, "offsets": offsets,
-                     "itemsize": sizeof(ft_flowrec)})
+                     "itemsize": sizeof(ft_tcp_out)})
 
 
 def _roce_out_dtype():
@@ -404,9 +409,10 @@ def _roce_out_dtype():
 
 FLOWREC_DTYPE = _flowrec_dtype()
 ROCE_OUT_DTYPE = _roce_out_dtype()
+TCP_OUT_DTYPE = _tcp_out_dtype()
 FLOW_STATE_BYTES = sizeof(ft_flow)
 ROCE_METER_BYTES = sizeof(ft_roce_meter)   # RoCE meter (issue 4): per RoCE flow, beside FLOW_STATE_BYTES
-TCP_METER_BYTES = sizeof(ft_tcp_meter)   # TCP meter (issue 3): part of FLOW_STATE_BYTES
+TCP_METER_BYTES = sizeof(ft_tcp_meter)   # TCP meter (issue 3): per TCP flow, beside FLOW_STATE_BYTES
 cdef extern from "dpi/dpi_types.h":
     enum:
         FT_DPI_REASM_BYTES
@@ -425,6 +431,7 @@ cdef enum:
     ROCE_UDP_PORT = 4791   # RoCE meter (issue 4)
     PF = 8          # packets per prefetch block
     ROCE_CHUNK = 1024   # RoCE meters per pool chunk (2 MB), issue 4
+    TCP_CHUNK = 1024    # TCP meters per pool chunk (1.2 MB), issue 3
     NONE = -1
     TCP_FIN = 0x01
     TCP_SYN = 0x02
@@ -518,6 +525,14 @@ cdef class FlowTable:
     cdef ft_roce_out *rout
     cdef int32_t rout_n
     cdef readonly object taken_roce
+    # TCP meter (issue 3): the same for TCP meters: pool in chunks, free list, side records
+    cdef ft_tcp_meter **tcp_chunks
+    cdef int32_t tcp_nchunks, tcp_chunk_cap, tcp_chunk_used
+    cdef void *tcp_free
+    cdef ft_tcp_out *tout
+    cdef int32_t tout_n
+    cdef readonly object taken_tcp
+    cdef readonly bint tcp_meter
     cdef readonly int32_t out_n
     cdef int32_t out_cap
     cdef readonly int32_t batch_rows
@@ -551,7 +566,7 @@ cdef class FlowTable:
 
     def __cinit__(self, int max_flows=1000000, uint64_t idle_timeout_ns=120_000_000_000,
                   uint64_t active_timeout_ns=1_800_000_000_000, uint64_t closed_timeout_ns=10_000_000_000,
-                  int batch_rows=65536, int dpi_budget=16, int dpi_reasm_max=4096):
+                  int batch_rows=65536, int dpi_budget=16, int dpi_reasm_max=4096, bint tcp_meter=True):
         if max_flows < 1 or max_flows > (1 << 30):
             raise ValueError(f"max_flows must be between 1 and {1 << 30}, not {max_flows}")
         if batch_rows < 1:
@@ -580,11 +595,16 @@ cdef class FlowTable:
         self.out = <ft_flowrec *> malloc(self.out_cap * sizeof(ft_flowrec))
         self.rout = <ft_roce_out *> malloc(self.out_cap * sizeof(ft_roce_out))  # touched only by RoCE records
         self.taken_roce = np.empty(0, dtype=ROCE_OUT_DTYPE)
+        # TCP meter (issue 3): off only to measure what it costs (bench/README.md); then TCP flows have no
+        # meter state and their records no TCP part, as if they were UDP
+        self.tcp_meter = tcp_meter
+        self.tout = <ft_tcp_out *> malloc(self.out_cap * sizeof(ft_tcp_out))
+        self.taken_tcp = np.empty(0, dtype=TCP_OUT_DTYPE)
         # RoCE meter (issue 4): 334 KiB of pairing tables, zeroed (calloc'd pages cost nothing until used)
         self.roce_alias = <ft_roce_alias_tab *> calloc(1, sizeof(ft_roce_alias_tab))
         self.roce_cand = <ft_roce_cand_tab *> calloc(1, sizeof(ft_roce_cand_tab))
         self.roce_cmreq = <ft_roce_cmreq_tab *> calloc(1, sizeof(ft_roce_cmreq_tab))
-        if self.buckets == NULL or self.flows == NULL or self.out == NULL or self.rout == NULL or \
+        if self.buckets == NULL or self.flows == NULL or self.out == NULL or self.rout == NULL or self.tout == NULL or \
                 self.roce_alias == NULL or \
                 self.roce_cand == NULL or self.roce_cmreq == NULL:
             raise MemoryError()
@@ -629,6 +649,10 @@ cdef class FlowTable:
         for i in range(self.roce_nchunks):
             free(self.roce_chunks[i])
         free(self.roce_chunks)
+        free(self.tout)   # TCP meter (issue 3)
+        for i in range(self.tcp_nchunks):
+            free(self.tcp_chunks[i])
+        free(self.tcp_chunks)
         free(self.roce_alias)   # RoCE meter (issue 4)
         free(self.roce_cand)
         free(self.roce_cmreq)
@@ -731,6 +755,9 @@ cdef class FlowTable:
         if f.roce != NULL:
             self.roce_release(f.roce)
             f.roce = NULL
+        if f.tcp != NULL:   # TCP meter (issue 3)
+            self.tcp_release(f.tcp)
+            f.tcp = NULL
         if self.dpi != NULL:  # DPI (issue 5): return the flow's field and reassembly slots
             ft_dpi_flow_free(self.dpi, &f.dpi)
         f.flow_id = 0  # marks the slot free for rehash()
@@ -803,8 +830,11 @@ cdef class FlowTable:
         r.roce_row = -1
         if f.key.qpn != 0:
             self.roce_export(f, r)   # RoCE meter (issue 4)
-        if f.key.proto == 6:   # TCP meter (issue 3); a record that is not the flow's last keeps open holes
-            ft_tcp_export(&f.tcp, &r.tcp, reason != FT_END_ACTIVE)
+        r.tcp_row = -1
+        if f.tcp != NULL:   # TCP meter (issue 3); a record that is not the flow's last keeps open holes
+            r.tcp_row = self.tout_n
+            ft_tcp_export(f.tcp, &self.tout[self.tout_n], reason != FT_END_ACTIVE)
+            self.tout_n += 1
         # ---- DPI (issue 5): the verdict and fields (finalized here when the flow ends before DPI is done)
         cdef ft_dpi_flowinfo fi
         if self.dpi != NULL:
@@ -826,7 +856,8 @@ cdef class FlowTable:
         f.rec_last_ns = ts
         if f.key.qpn != 0:
             ft_roce_period_reset(f.roce)   # RoCE meter (issue 4)
-        ft_tcp_period_reset(&f.tcp)   # TCP meter (issue 3)
+        if f.tcp != NULL:
+            ft_tcp_period_reset(f.tcp)   # TCP meter (issue 3)
 
     cdef void expire_idle(self) noexcept nogil:
         """Export flows idle for longer than their timeout, least recently seen first, until the output is
@@ -870,18 +901,28 @@ cdef class FlowTable:
         if <uint32_t> self.active >= self.nbuckets and self.nbuckets < self.max_buckets:
             self.rehash()
         cdef ft_roce_meter *rm = NULL
+        cdef ft_tcp_meter *tm = NULL
         if key.qpn != 0:   # RoCE meter (issue 4): initialised by roce_created()
             rm = self.roce_alloc()
             if rm == NULL:
+                return NONE
+        if key.proto == 6 and self.tcp_meter:   # TCP meter (issue 3)
+            tm = self.tcp_alloc()
+            if tm == NULL:
+                if rm != NULL:
+                    self.roce_release(rm)
                 return NONE
         i = self.slot_alloc()
         if i == NONE:
             if rm != NULL:
                 self.roce_release(rm)
+            if tm != NULL:
+                self.tcp_release(tm)
             return NONE
         f = &self.flows[i]
         memset(f, 0, sizeof(ft_flow))
         f.roce = rm
+        f.tcp = tm
         memcpy(&f.key, key, sizeof(ft_key))
         f.hash = h
         b = h & (self.nbuckets - 1)
@@ -909,7 +950,8 @@ cdef class FlowTable:
         f.outer_vlan_id = p.outer_vlan_id
         f.iface = p.iface
         f.tos = p.tos
-        ft_tcp_init(&f.tcp)   # TCP meter (issue 3)
+        if tm != NULL:
+            ft_tcp_init(tm)   # TCP meter (issue 3): zeroes what needs it, not the whole 1.2 KB
         # ---- DPI (issue 5): candidates from the L4 protocol and the (initiator, responder) ports
         if key.qpn != 0:   # RoCE keys leave the UDP ports out (issue 4): the packet's ports gate DPI
             ft_dpi_flow_init(&f.dpi, key.proto, p.sport if f.src_is_a == pkt_src_is_a else p.dport,
@@ -995,6 +1037,8 @@ cdef class FlowTable:
                 i = self.lookup(key, h)
         if i != NONE:
             f = &self.flows[i]
+            if f.tcp != NULL:   # TCP meter (issue 3): its first line, while the flow's own fields are updated
+                ft_prefetch(f.tcp)
             # A new SYN on a finished connection (or with another ISN) is a new connection reusing the
             # 4-tuple: close the old record first, as tshark starts a new TCP stream.
             if p.proto == 6 and (p.tcp_flags & (TCP_SYN | TCP_ACK | TCP_RST)) == TCP_SYN:
@@ -1064,7 +1108,8 @@ cdef class FlowTable:
                 f.tcp_state |= FT_TCPS_FIN_SRC if d == 0 else FT_TCPS_FIN_DST
             if p.tcp_flags & TCP_RST:
                 f.tcp_state |= FT_TCPS_RST
-            ft_tcp_update(&f.tcp, p, d)   # TCP meter (issue 3)
+            if f.tcp != NULL:
+                ft_tcp_update(f.tcp, p, d)   # TCP meter (issue 3)
         elif (p.proto == 1 or p.proto == 58) and (p.flags & FT_F_L4) and not f.has_icmp and d == 0:
             f.has_icmp = 1
             f.icmp_type = p.icmp_type
@@ -1279,6 +1324,40 @@ cdef class FlowTable:
         (<void **> m)[0] = self.roce_free
         self.roce_free = m
 
+    # ---- TCP meter (issue 3): meter pool ---------------------------------------------------------------
+    cdef ft_tcp_meter *tcp_alloc(self) noexcept nogil:
+        """A TCP meter from the pool (free list, else the current chunk, else a new chunk of TCP_CHUNK on a
+        cache-line boundary, so that each meter's first line holds both sides' hot state); NULL when memory
+        runs out. Meters in use never outnumber the flows (capacity); chunks never move."""
+        cdef ft_tcp_meter *m
+        cdef ft_tcp_meter **grown
+        cdef int32_t cap
+        if self.tcp_free != NULL:
+            m = <ft_tcp_meter *> self.tcp_free
+            self.tcp_free = (<void **> m)[0]
+            return m
+        if self.tcp_nchunks == 0 or self.tcp_chunk_used == TCP_CHUNK:
+            if self.tcp_nchunks == self.tcp_chunk_cap:
+                cap = self.tcp_chunk_cap * 2 if self.tcp_chunk_cap else 16
+                grown = <ft_tcp_meter **> realloc(self.tcp_chunks, cap * sizeof(ft_tcp_meter *))
+                if grown == NULL:
+                    return NULL
+                self.tcp_chunks = grown
+                self.tcp_chunk_cap = cap
+            m = <ft_tcp_meter *> aligned_alloc(64, TCP_CHUNK * sizeof(ft_tcp_meter))
+            if m == NULL:
+                return NULL
+            self.tcp_chunks[self.tcp_nchunks] = m
+            self.tcp_nchunks += 1
+            self.tcp_chunk_used = 0
+        m = &self.tcp_chunks[self.tcp_nchunks - 1][self.tcp_chunk_used]
+        self.tcp_chunk_used += 1
+        return m
+
+    cdef inline void tcp_release(self, ft_tcp_meter *m) noexcept nogil:
+        (<void **> m)[0] = self.tcp_free
+        self.tcp_free = m
+
     cdef void roce_export(self, const ft_flow *f, ft_flowrec *r) noexcept nogil:
         """The RoCE part of a record; the ports become the UDP ports actually used: src's source port and
         4791 (or 4791 and dst's source port when src sent nothing), so community_id names a real 5-tuple."""
@@ -1459,6 +1538,12 @@ cdef class FlowTable:
             memcpy(cnp.PyArray_DATA(roce), self.rout, self.rout_n * sizeof(ft_roce_out))
         self.rout_n = 0
         self.taken_roce = roce
+        # TCP meter (issue 3): likewise the TCP parts (tcp_row), in taken_tcp
+        tcp = np.empty(self.tout_n, dtype=TCP_OUT_DTYPE)
+        if self.tout_n:
+            memcpy(cnp.PyArray_DATA(tcp), self.tout, self.tout_n * sizeof(ft_tcp_out))
+        self.tout_n = 0
+        self.taken_tcp = tcp
         return out
 
     def counters(self):
@@ -1926,3 +2011,108 @@ def dpi_text_columns(recs):
                     memcpy(&d[o[i]], (<const char *> r) + offs[k], o[i + 1] - o[i])
         out.append((offsets, data[:total], valid.view(bool)))
     return out
+
+
+# ---- side-array columns (TCP meter, issue 3; RoCE meter, issue 4) -------------------------------------------
+def scatter_fields(sub, const int64_t[::1] rows, Py_ssize_t n, names):
+    """{name: array of n values}: field `name` of sub[k] at position rows[k], zero elsewhere. sub is a
+    C-contiguous structured array (TCP_OUT_DTYPE, ROCE_OUT_DTYPE) with one row per entry of rows, which
+    are indices below n. One strided pass per field in C: numpy's zeros-and-fancy-assign per column cost
+    more than metering the TCP packets."""
+    cdef Py_ssize_t m = len(rows), k, isz, off
+    cdef Py_ssize_t stride = sub.dtype.itemsize
+    cdef const uint8_t[::1] raw
+    cdef const uint8_t *base
+    cdef uint8_t *dst
+    if len(sub) != m:
+        raise ValueError("sub and rows differ in length")
+    if not sub.flags.c_contiguous:
+        raise ValueError("sub must be C-contiguous")
+    for k in range(m):
+        if rows[k] < 0 or rows[k] >= n:
+            raise ValueError("row index out of range")
+    raw = sub.view(np.uint8).reshape(-1) if m else np.zeros(1, np.uint8)
+    base = &raw[0]
+    out = {}
+    for name in names:
+        ftype, off = sub.dtype.fields[name][:2]
+        isz = ftype.itemsize
+        if ftype.subdtype is not None or isz not in (1, 2, 4, 8) or off + isz > stride:
+            raise ValueError(f"{name}: only scalar fields of 1, 2, 4 or 8 bytes")
+        col = np.zeros(n, dtype=ftype)
+        dst = <uint8_t *> cnp.PyArray_DATA(col)
+        with nogil:
+            if isz == 8:
+                for k in range(m):
+                    memcpy(dst + rows[k] * 8, base + k * stride + off, 8)
+            elif isz == 4:
+                for k in range(m):
+                    memcpy(dst + rows[k] * 4, base + k * stride + off, 4)
+            elif isz == 2:
+                for k in range(m):
+                    memcpy(dst + rows[k] * 2, base + k * stride + off, 2)
+            else:
+                for k in range(m):
+                    dst[rows[k]] = base[k * stride + off]
+        out[name] = col
+    return out
+
+
+def hist_parts(sub, str prefix, const int64_t[::1] srows):
+    """The histogram column's parts from the raw sketches (ext/ft_hist.h) prefix_counts / _base / _halvings /
+    _collapsed of the rows srows of sub: (first int16[m], lengths int32[m], values uint32[sum(lengths)],
+    collapsed bool[m]), m = len(srows). Counts are scaled back by the halvings (saturating at 2^32-1), zero
+    buckets at both ends left out; a sketch without a count has length 0."""
+    cdef Py_ssize_t m = len(srows), k, i, lo, hi, pos = 0
+    cdef Py_ssize_t stride = sub.dtype.itemsize
+    cdef Py_ssize_t o_cnt, o_base, o_halv, o_coll
+    cdef const uint8_t[::1] raw
+    cdef const uint8_t *rec
+    cdef const uint16_t *cnt
+    cdef uint64_t v
+    cdef int sh
+    cdef int16_t b
+    ct = sub.dtype.fields[prefix + "_counts"][0]
+    if ct.subdtype is None or ct.subdtype[0] != np.dtype("<u2") or ct.subdtype[1] != (FT_HIST_BUCKETS,):
+        raise ValueError(f"{prefix}_counts must be ({FT_HIST_BUCKETS},)<u2")
+    if not sub.flags.c_contiguous:
+        raise ValueError("sub must be C-contiguous")
+    for k in range(m):
+        if srows[k] < 0 or srows[k] >= len(sub):
+            raise ValueError("row index out of range")
+    o_cnt = sub.dtype.fields[prefix + "_counts"][1]
+    o_base = sub.dtype.fields[prefix + "_base"][1]
+    o_halv = sub.dtype.fields[prefix + "_halvings"][1]
+    o_coll = sub.dtype.fields[prefix + "_collapsed"][1]
+    first = np.zeros(m, np.int16)
+    lengths = np.zeros(m, np.int32)
+    collapsed = np.zeros(m, np.bool_)
+    values = np.empty(max(m * FT_HIST_BUCKETS, 1), np.uint32)
+    cdef int16_t[::1] fv = first
+    cdef int32_t[::1] lv = lengths
+    cdef uint8_t[::1] cv = collapsed.view(np.uint8)
+    cdef uint32_t[::1] vv = values
+    raw = sub.view(np.uint8).reshape(-1) if len(sub) else np.zeros(1, np.uint8)
+    with nogil:
+        for k in range(m):
+            rec = &raw[0] + srows[k] * stride
+            cnt = <const uint16_t *> (rec + o_cnt)
+            lo = -1
+            hi = -1
+            for i in range(FT_HIST_BUCKETS):
+                if cnt[i]:
+                    if lo < 0:
+                        lo = i
+                    hi = i
+            cv[k] = rec[o_coll] != 0
+            if lo < 0:
+                continue
+            sh = rec[o_halv] if rec[o_halv] < 16 else 16
+            memcpy(&b, rec + o_base, 2)
+            fv[k] = <int16_t> (b + lo)
+            lv[k] = <int32_t> (hi - lo + 1)
+            for i in range(lo, hi + 1):
+                v = (<uint64_t> cnt[i]) << sh
+                vv[pos] = <uint32_t> (v if v < 0xFFFFFFFFu else 0xFFFFFFFFu)
+                pos += 1
+    return first, lengths, values[:pos], collapsed

@@ -1,6 +1,6 @@
-/* ft_hist.h: the latency sketch shared by the meters (RoCE latencies in ft_roce.h; the TCP RTT meter of
- * issue 3 uses the same bucket layout), so that every histogram column of the flow record can be read with
- * one formula.
+/* ft_hist.h: the one latency sketch of the meters (TCP RTT and response time in ft_tcp.h, RoCE latencies in
+ * ft_roce.h), so that every histogram column of the flow record has one layout and one formula (the field
+ * metadata, dpi/schema.py HIST_LAYOUT, states it once).
  *
  * Bucket layout (the contract the Arrow field metadata repeats): global bucket k = 0..511 holds durations x
  * (ns) with 2^(k/8) <= x < 2^((k+1)/8); x <= 1 goes to bucket 0. Eight geometric buckets per octave, so the
@@ -16,10 +16,10 @@
  * (percentiles at or above max/1024 keep their bound, lower ones read high).
  * A count that would pass 65535 halves every count first (`halvings` counts it; export scales back).
  *
- * This is the sketch of the TCP meter (issue 3, ext/ft_tcp.h ft_tcp_hist_*), written out once for both: same
- * global bucket index, edges, representative value, 80-bucket window and sliding rules, and the same Arrow
- * column (struct<first_bucket int16, counts list<uint32>, collapsed bool>). All loops are bounded by
- * FT_HIST_BUCKETS or FT_HIST_SUB; nothing allocates.
+ * Exported as it is (struct ft_hist in the side records of ft_tcp_out and ft_roce_out); the batch builder
+ * (dpi/hist_columns.py) makes the Arrow column struct<first_bucket int16, counts list<uint32>,
+ * collapsed bool> from it: counts << halvings, zero buckets at both ends left out. All loops are bounded by
+ * FT_HIST_BUCKETS, FT_HIST_SUB or FT_HIST_MAXQ; nothing allocates.
  */
 #ifndef FT_HIST_H
 #define FT_HIST_H
@@ -159,38 +159,39 @@ static inline void ft_lat_add(struct ft_hist *h, struct ft_stat *st, uint64_t x)
     ft_stat_add(st, x);
 }
 
-/* Returns the estimate of the nearest-rank q-quantile (q = num/den): the representative value of the bucket
- * that holds the sample of rank ceil(q * n), clamped to [min, max]; 0 when the sketch is empty. */
-static inline uint64_t ft_hist_quantile(const struct ft_hist *h, const struct ft_stat *st, uint64_t num,
-                                        uint64_t den)
+#define FT_HIST_MAXQ 4 /* quantiles one ft_hist_quantiles call returns at most */
+
+/* Fills out[j] (j < nq <= FT_HIST_MAXQ, pct[] ascending, 1..100) with the estimate of the nearest-rank
+ * quantile pct[j] / 100: the representative value of the bucket that holds the sample of rank
+ * ceil(pct[j] * total / 100), clamped to [min, max]. One pass over the window for all of them (it runs once
+ * per exported record). Leaves out[] untouched when the sketch is empty (st->n == 0). */
+static inline void ft_hist_quantiles(const struct ft_hist *h, const struct ft_stat *st, const uint8_t *pct,
+                                     int nq, uint64_t *out)
 {
-    uint64_t total = 0, rank, cum = 0;
-    int i, k = -1;
+    uint64_t total = 0, cum = 0, rank[FT_HIST_MAXQ];
+    int i, j = 0;
     double v;
     if (st->n == 0)
-        return 0;
+        return;
+    if (nq > FT_HIST_MAXQ)
+        nq = FT_HIST_MAXQ;
     for (i = 0; i < FT_HIST_BUCKETS; i++)
         total += h->count[i];
-    if (total == 0)
-        return 0;
-    rank = (total * num + den - 1) / den;
-    if (rank == 0)
-        rank = 1;
-    for (i = 0; i < FT_HIST_BUCKETS; i++) {
+    for (i = 0; i < nq; i++) {
+        rank[i] = (total * pct[i] + 99) / 100;
+        if (rank[i] == 0)
+            rank[i] = 1;
+        out[i] = st->max_ns;   /* what a rank past the counts (cannot happen) would read */
+    }
+    for (i = 0; i < FT_HIST_BUCKETS && j < nq; i++) {
         cum += h->count[i];
-        if (cum >= rank) {
-            k = h->base + i;
-            break;
+        while (j < nq && cum >= rank[j]) {
+            v = ft_hist_bucket_value(h->base + i);
+            out[j] = v <= (double)st->min_ns ? st->min_ns
+                   : v >= (double)st->max_ns ? st->max_ns : (uint64_t)(v + 0.5);
+            j++;
         }
     }
-    if (k < 0)
-        return st->max_ns;
-    v = ft_hist_bucket_value(k);
-    if (v <= (double)st->min_ns)
-        return st->min_ns;
-    if (v >= (double)st->max_ns)
-        return st->max_ns;
-    return (uint64_t)(v + 0.5);
 }
 
 #endif /* FT_HIST_H */

@@ -789,8 +789,11 @@ static inline void ft_roce_export(const struct ft_roce_meter *m, struct ft_roce_
             lo->s = s->lat[l];
             if (s->lat[l].n) {
                 lo->h = s->h[l];
-                lo->p50_ns = ft_hist_quantile(&s->h[l], &s->lat[l], 1, 2);
-                lo->p99_ns = ft_hist_quantile(&s->h[l], &s->lat[l], 99, 100);
+                static const uint8_t pct[2] = {50, 99};
+                uint64_t q[2];
+                ft_hist_quantiles(&s->h[l], &s->lat[l], pct, 2, q);
+                lo->p50_ns = q[0];
+                lo->p99_ns = q[1];
             }
         }
     }

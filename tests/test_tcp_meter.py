@@ -389,7 +389,7 @@ def test_active_timeout_restarts_counters_not_sequence_state():
     # samples and histograms restart with the period: period 2's response and its ACK give the only ones
     assert t_.column("dst_tcp_rtt_samples").to_pylist() == [0, 1]
     h = t_.column("dst_tcp_rtt_hist").to_pylist()[1]
-    assert h["counts"] == [1] and h["first_octave"] == (7 * MS).bit_length() - 1
+    assert h["counts"] == [1] and h["first_bucket"] == bucket(7 * MS)
     assert t_.column("tcp_art_samples").to_pylist() == [0, 1]
     assert t_.column("tcp_art_hist").to_pylist()[1]["counts"] == [1]
 
@@ -405,6 +405,12 @@ def test_non_tcp_flow_has_zero_counters_and_null_measurements():
 
 # ---- percentiles and histogram ---------------------------------------------------------------------------
 
+def bucket(x: int) -> int:
+    """Global histogram bucket of x ns (dpi.schema.HIST_LAYOUT): the largest k with 2^(k/8) <= x, i.e.
+    floor(log2(x^8)), in exact integer arithmetic; 0 and 1 ns go to bucket 0."""
+    return 0 if x <= 1 else (int(x) ** 8).bit_length() - 1
+
+
 def nearest_rank(x: np.ndarray, q: float) -> int:
     s = np.sort(x)
     return int(s[max(1, math.ceil(q * len(s))) - 1])
@@ -414,7 +420,7 @@ def nearest_rank(x: np.ndarray, q: float) -> int:
 def test_percentiles_within_5_percent_and_histogram_layout(seed):
     """2000 request/response exchanges with random delays: the RTT (data to ACK) and the response time of
     each exchange are known exactly; percentiles must be within 5 % of the exact nearest-rank values and
-    the histogram must count every sample in the octave its layout names."""
+    the histogram must count every sample in the bucket its layout names."""
     rng = np.random.default_rng(seed)
     n = 2000
     rtt = np.maximum(1, rng.lognormal(np.log(2 * MS), 0.8, n)).astype(np.int64)
@@ -448,8 +454,9 @@ def test_percentiles_within_5_percent_and_histogram_layout(seed):
             got = r[f"{name}_p{round(q * 100)}_ns"]
             assert abs(got - exact) / exact < 0.05, (name, q, got, exact)
         h = r[f"{name}_hist"]
-        octave = np.array([int(v).bit_length() - 1 for v in x])       # 2^o <= x < 2^(o+1)
-        want = np.bincount(octave - h["first_octave"], minlength=len(h["counts"]))
+        k = np.array([bucket(v) for v in x])                          # 2^(k/8) <= x < 2^((k+1)/8)
+        assert h["first_bucket"] == k.min()
+        want = np.bincount(k - h["first_bucket"], minlength=len(h["counts"]))
         assert not h["collapsed"] and want.tolist() == h["counts"]
 
 
@@ -462,7 +469,7 @@ def test_bucket_edges_match_their_definition():
 
 def _header():
     import pathlib
-    return pathlib.Path(__file__).resolve().parents[1] / "ext" / "ft_tcp.h"
+    return pathlib.Path(__file__).resolve().parents[1] / "ext" / "ft_hist.h"   # the one sketch (issue 4)
 
 
 def test_meter_state_size_is_documented():

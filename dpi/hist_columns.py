@@ -1,0 +1,42 @@
+"""The latency histogram column (dpi.schema.HIST_TYPE) from raw sketches (ext/ft_hist.h struct ft_hist),
+shared by the TCP and RoCE meters' column builders so that every *_hist column is made the same way."""
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+
+from ._flowtable import hist_parts
+from .schema import HIST_TYPE
+
+
+def null_hist(n: int) -> pa.Array:
+    """A histogram column of n nulls. Its children stay valid (Parquet refuses nulls in non-nullable struct
+    children), the struct is null."""
+    return pa.StructArray.from_arrays(
+        [pa.array(np.zeros(n, np.int16), pa.int16()),
+         pa.ListArray.from_arrays(pa.array(np.zeros(n + 1, np.int32)), pa.array([], pa.uint32())),
+         pa.array(np.zeros(n, bool), pa.bool_())],
+        fields=list(HIST_TYPE), mask=pa.array(np.ones(n, bool), pa.bool_()))
+
+
+def hist_column(n: int, rows: np.ndarray, sub: np.ndarray, prefix: str, srows: np.ndarray) -> pa.Array:
+    """The struct<first_bucket, counts, collapsed> column of a batch of n records: rows (ascending) are the
+    records with samples, srows where their sketches are in the side array sub (fields prefix_counts,
+    _base, _halvings, _collapsed). Counts scaled back by the halvings, zero buckets at both ends left out
+    (in C: _flowtable.hist_parts); the other rows are null."""
+    if len(rows) == 0:
+        return null_hist(n)
+    first_r, len_r, values, coll_r = hist_parts(sub, prefix, np.ascontiguousarray(srows, dtype=np.int64))
+    lengths = np.zeros(n, dtype=np.int32)
+    lengths[rows] = len_r
+    offsets = np.zeros(n + 1, dtype=np.int32)
+    np.cumsum(lengths, out=offsets[1:])
+    first = np.zeros(n, dtype=np.int16)
+    first[rows] = first_r
+    has = np.zeros(n, dtype=bool)
+    has[rows] = len_r > 0
+    folded = np.zeros(n, dtype=bool)
+    folded[rows] = coll_r
+    lists = pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), pa.array(values, pa.uint32()))
+    return pa.StructArray.from_arrays([pa.array(first, pa.int16()), lists, pa.array(folded, pa.bool_())],
+                                      fields=list(HIST_TYPE), mask=pa.array(~has, pa.bool_()))
