@@ -44,6 +44,7 @@ class EngineConfig:
                                        # a flow is inspected packet by packet (counted: reassembly_pool_full)
     rules: list = field(default_factory=list)  # extra rule files/directories (on top of the shipped rules/)
     shipped_rules: bool = True         # load rules/*.toml of this checkout
+    tcp_meter: bool = True             # TCP loss/latency meters (issue 3); off: their columns are null/zero
 
     def validate(self) -> None:
         for name in ("idle_timeout_s", "active_timeout_s", "closed_timeout_s"):
@@ -198,6 +199,7 @@ class Engine:
             batch_rows=c.batch_rows,
             dpi_budget=c.dpi_budget,
             dpi_reasm_max=c.dpi_reasm_flows,
+            tcp_meter=c.tcp_meter,
         )
         self.table.set_rules(self.rules.compile())
         self.schema = flow_schema(metadata)

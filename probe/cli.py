@@ -156,6 +156,9 @@ Exit codes: 0 ok, 2 usage, 3 unreadable or malformed input (what was read is sti
 @click.option("--progress/--no-progress", default=None,
               help="Progress on stderr (default: when stderr is a terminal).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON instead of text.")
+@click.option("--tcp-meter/--no-tcp-meter", default=True, show_default=True,
+              help="TCP loss and latency meters (docs/tcp.md); off, their columns are null or zero and the "
+                   "replay is faster.")
 # ---- DPI (issue 5) ----
 @click.option("--rules", "rules", multiple=True, type=click.Path(exists=True), metavar="DIR",
               help="Extra rule files or directories of *.toml (repeatable); they override the shipped rules.")
@@ -168,7 +171,7 @@ Exit codes: 0 ok, 2 usage, 3 unreadable or malformed input (what was read is sti
                    "each; beyond, DPI sees a flow packet by packet. 0: no reassembly.")
 @output_options  # issue 7
 def replay(captures, output, fmt, idle_timeout, active_timeout, max_flows, observer, progress, as_json,
-           rules, dpi_budget, dpi_reasm_flows, max_output_size, parquet_journal):
+           tcp_meter, rules, dpi_budget, dpi_reasm_flows, max_output_size, parquet_journal):
     """Replay pcap/pcapng captures (plain, .gz or .zst) into flow records."""
     from dpi.engine import EngineConfig, RulesError
     from dpi.replay import InputError, replay as run_replay
@@ -176,7 +179,7 @@ def replay(captures, output, fmt, idle_timeout, active_timeout, max_flows, obser
 
     config = EngineConfig(idle_timeout_s=idle_timeout, active_timeout_s=active_timeout,
                           max_flows=max_flows, observer_host=observer, dpi_budget=dpi_budget,
-                          rules=list(rules), dpi_reasm_flows=dpi_reasm_flows)
+                          rules=list(rules), dpi_reasm_flows=dpi_reasm_flows, tcp_meter=tcp_meter)
     try:
         config.validate()
     except ValueError as e:
