@@ -39,8 +39,10 @@ BPF_SOURCE = BPF_DIR / "flowtap.bpf.c"
 
 
 def _ext_dir() -> Path:
-    """The directory holding ft_parse.h / ft_record.h: ext/ of the checkout (editable install)."""
-    for cand in (HERE.parent / "ext", Path(os.environ.get("FLOWTAP_EXT_DIR", "/nonexistent"))):
+    """The directory holding ft_parse.h / ft_record.h: ext/ of the checkout (editable install), else the copy
+    a wheel carries (probe/_shipped/ext, setup.py), else $FLOWTAP_EXT_DIR."""
+    for cand in (HERE.parent / "ext", HERE / "_shipped" / "ext",
+                 Path(os.environ.get("FLOWTAP_EXT_DIR", "/nonexistent"))):
         if (cand / "ft_parse.h").is_file():
             return cand
     raise FileNotFoundError("ext/ft_parse.h not found beside probe/ (set FLOWTAP_EXT_DIR)")
