@@ -51,9 +51,11 @@ def run_one(target: str, seconds: int, env: dict) -> dict:
     (FUZZ / "build" / f"log-{target}.txt").write_text(log[-200000:])
     execs = re.findall(r"stat::number_of_executed_units:\s*(\d+)", log)
     cov = re.findall(r"cov: (\d+) ft: (\d+)", log)
+    inited = re.search(r"INITED cov: (\d+)", log)
     new = sorted(set(os.listdir(findings)) - before)
     return {"target": target, "executions": int(execs[-1]) if execs else None, "seconds": round(wall, 1),
             "cpu_seconds": round((cpu1.ru_utime + cpu1.ru_stime) - (cpu0.ru_utime + cpu0.ru_stime), 1),
+            "seed_edges": int(inited.group(1)) if inited else None,
             "edges": int(cov[-1][0]) if cov else None, "features": int(cov[-1][1]) if cov else None,
             "corpus": len(os.listdir(work)), "findings": [str(findings / f) for f in new],
             "exit": p.returncode}

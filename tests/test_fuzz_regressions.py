@@ -8,7 +8,9 @@ input must give (checked by the test named in it). docs/fuzzing.md says how a fi
 from __future__ import annotations
 
 import json
+import shutil
 import struct
+import subprocess
 import sys
 from pathlib import Path
 
@@ -44,6 +46,46 @@ def test_fuzz_case(case):
     if expect_file.exists():
         expect = json.loads(expect_file.read_text())
         check_expectation(case.parent.name, data, expect)
+
+
+@pytest.fixture(scope="module")
+def asan_replay(tmp_path_factory):
+    """tests/fuzz_cases/asan_replay.c with ext/ft_reader.c, built with AddressSanitizer and UBSan."""
+    cc = shutil.which("gcc") or shutil.which("cc") or shutil.which("clang")
+    if not cc:
+        pytest.skip("no C compiler")
+    exe = tmp_path_factory.mktemp("replay") / "asan_replay"
+    r = subprocess.run([cc, "-O1", "-g", "-fsanitize=address,undefined", "-fno-sanitize-recover=all",
+                        "-I", str(ROOT / "ext"), "-std=gnu11", str(CASES / "asan_replay.c"),
+                        str(ROOT / "ext" / "ft_reader.c"), "-o", str(exe)], capture_output=True, text=True)
+    if r.returncode != 0 and "sanitize" in r.stderr:
+        pytest.skip(f"the compiler cannot build with sanitizers: {r.stderr[:200]}")
+    assert r.returncode == 0, r.stderr
+    return exe
+
+
+@pytest.mark.parametrize("case", [c for c in case_files() if c.parent.name != "e2e"],
+                         ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_fuzz_case_under_asan(case, asan_replay, tmp_path):
+    """The same input through the C code alone, every piece in a heap block of its exact size: a read past
+    it, or undefined behaviour, fails here without atheris."""
+    target, data = case.parent.name, case.read_bytes()
+    inp = tmp_path / "input"
+    if target == "parser":
+        inp.write_bytes(data[1:])
+        args = ["parser", str(targets.LINKTYPES[data[0] % len(targets.LINKTYPES)]), str(inp)]
+    elif target == "reader":
+        inp.write_bytes(data[2:])
+        args = ["reader", str(inp)]
+    else:
+        _, proto, name = target.split("-", 2)
+        inp.write_bytes(b"".join(struct.pack("<BI", arg, len(v)) + v for v, arg in targets.dpi_views(proto, data)))
+        args = ["dpi", proto, name, str(inp)]
+    r = subprocess.run([str(asan_replay)] + args, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and r.stdout.startswith("ok"), (r.stdout, r.stderr[-3000:])
+    if target.startswith("dpi-") and case.with_suffix(".json").exists():
+        answers = [int(a) for a in r.stdout.split()[2:]]
+        assert answers == json.loads(case.with_suffix(".json").read_text())["answers"]
 
 
 def check_expectation(target, data, expect):
