@@ -1,6 +1,7 @@
 """Run fuzz targets one after the other, each for a time budget, and print executions, coverage and findings.
 
     python fuzz/run.py [--seconds 60] [--dpi-seconds S] [--only PATTERN] [--results FILE]
+    python fuzz/run.py --table        the results so far (all runs summed per target) as a Markdown table
 
 Each target runs as its own process (fuzz/fuzz.py) under atheris with asan_with_fuzzer.so preloaded, on
 fuzz/corpus/work/<target> (what it learned, kept between runs) and fuzz/corpus/seeds/<target> (fuzz/seeds.py).
@@ -61,6 +62,31 @@ def run_one(target: str, seconds: int, env: dict) -> dict:
             "exit": p.returncode}
 
 
+def table(results: str) -> None:
+    """Markdown table of results.jsonl: executions, wall and CPU seconds summed over the runs of a target;
+    edges from its last run; findings of all runs."""
+    rows: dict[str, list[dict]] = {}
+    with open(results) as f:
+        for line in f:
+            r = json.loads(line)
+            rows.setdefault(r["target"], []).append(r)
+    print("| target | executions | seconds (wall) | CPU seconds | edges (seeds -> end) | findings |")
+    print("|---|---:|---:|---:|---:|---|")
+    tot = [0, 0.0, 0.0]
+    for t, rs in rows.items():
+        ex = sum(r["executions"] or 0 for r in rs)
+        wall = sum(r["seconds"] for r in rs)
+        cpu = sum(r["cpu_seconds"] for r in rs)
+        tot[0] += ex
+        tot[1] += wall
+        tot[2] += cpu
+        seeds = next((r["seed_edges"] for r in reversed(rs) if r.get("seed_edges")), None)
+        edges = f"{seeds} -> {rs[-1]['edges']}" if seeds else f"{rs[-1]['edges']}"
+        found = [os.path.basename(x) for r in rs for x in r["findings"]]
+        print(f"| {t} | {ex:,} | {wall:.0f} | {cpu:.0f} | {edges} | {', '.join(found) or 'none'} |")
+    print(f"| **total ({len(rows)} targets)** | **{tot[0]:,}** | {tot[1]:.0f} | {tot[2]:.0f} | | |")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=int, default=int(os.environ.get("FUZZ_SECONDS", 60)),
@@ -68,7 +94,11 @@ def main() -> int:
     ap.add_argument("--dpi-seconds", type=int, default=None, help="budget per DPI dissector (default: --seconds)")
     ap.add_argument("--only", default="*", help="glob over target names, e.g. 'dpi-udp-*'")
     ap.add_argument("--results", default=str(FUZZ / "build" / "results.jsonl"), help="JSON lines appended here")
+    ap.add_argument("--table", action="store_true", help="print the results so far as a Markdown table")
     a = ap.parse_args()
+    if a.table:
+        table(a.results)
+        return 0
     import atheris
     env = dict(os.environ)
     env["LD_PRELOAD"] = os.path.join(atheris.path(), "asan_with_fuzzer.so")
