@@ -64,13 +64,13 @@ def run_one(target: str, seconds: int, env: dict) -> dict:
 
 def table(results: str) -> None:
     """Markdown table of results.jsonl: executions, wall and CPU seconds summed over the runs of a target;
-    edges from its last run; findings of all runs."""
+    edges at the start and end of its last run (start only where the log kept it); findings of all runs."""
     rows: dict[str, list[dict]] = {}
     with open(results) as f:
         for line in f:
             r = json.loads(line)
             rows.setdefault(r["target"], []).append(r)
-    print("| target | executions | seconds (wall) | CPU seconds | edges (seeds -> end) | findings |")
+    print("| target | executions | seconds (wall) | CPU seconds | edges (last run: start -> end) | findings |")
     print("|---|---:|---:|---:|---:|---|")
     tot = [0, 0.0, 0.0]
     for t, rs in rows.items():
