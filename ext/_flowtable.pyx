@@ -2116,3 +2116,89 @@ def hist_parts(sub, str prefix, const int64_t[::1] srows):
                 vv[pos] = <uint32_t> (v if v < 0xFFFFFFFFu else 0xFFFFFFFFu)
                 pos += 1
     return first, lengths, values[:pos], collapsed
+
+
+# ---- fuzzing (issue 7): one named dissector called directly, outside the registry --------------------------
+
+from libc.string cimport memchr
+
+cdef extern from *:
+    """
+    /* Entry i of the L4 table l4 (6, 17): its answer on p[0..len) (a copy of exactly len bytes on the heap,
+     * so that a read one past the end is seen by AddressSanitizer), or -1 when there is no such entry. */
+    static int ft_fuzz_dissect(uint8_t l4, int i, const uint8_t *p, uint32_t len, int arg,
+                               struct ft_dpi_state *st, struct ft_dpi_out *out)
+    {
+        int n, rv;
+        const struct ft_dissector *t = ft_dpi_table(l4, &n);
+        if (i < 0 || i >= n || len == 0)
+            return -1;
+        uint8_t *copy = (uint8_t *)malloc(len);
+        if (!copy)
+            return -1;
+        memcpy(copy, p, len);
+        rv = t[i].fn(copy, len, arg, st, out);
+        free(copy);
+        return rv;
+    }
+    /* The first port that lets a port-gated entry run (0: not gated). */
+    static int ft_fuzz_gate_port(uint8_t l4, int i)
+    {
+        int n;
+        const struct ft_dissector *t = ft_dpi_table(l4, &n);
+        return i >= 0 && i < n && t[i].gated ? t[i].ports[0] : 0;
+    }
+    """
+    int ft_fuzz_dissect(uint8_t l4, int i, const uint8_t *p, uint32_t len, int arg, ft_dpi_state *st,
+                        ft_dpi_out *out) nogil
+    int ft_fuzz_gate_port(uint8_t l4, int i) nogil
+
+
+_dissector_index = None
+
+
+def dpi_dissect(proto, str name, views, int cport=40000, int sport=-1):
+    """Calls the dissector `name` of the proto ("tcp"/"udp") table directly on views [(payload, arg), ...]
+    (arg: bit 0 the direction, bit 1 FT_DPI_FINAL), as the registry would: it stops at EXCLUDED, and after
+    DETECTED goes on only while the dissector asks for its extra phase. sport -1: the entry's first gated
+    port (40000 when not gated). Returns (answers, fields dict, names of fields left without a NUL)."""
+    global _dissector_index
+    cdef uint8_t l4 = {"tcp": 6, "udp": 17}[proto]
+    if _dissector_index is None:
+        _dissector_index = {(pr, d): k for pr, t in dpi_dissectors().items() for k, (d, _) in enumerate(t)}
+    cdef int i = _dissector_index[proto, name]
+    cdef ft_dpi_state st
+    cdef ft_dpi_out out
+    cdef const uint8_t[::1] v
+    cdef int rv
+    if sport < 0:
+        sport = ft_fuzz_gate_port(l4, i) or 40000
+    ft_dpi_flow_init(&st, l4, cport, sport)
+    memset(&out, 0, sizeof(out))
+    answers = []
+    for payload, arg in views:
+        v = payload
+        if v.shape[0] == 0:
+            continue
+        rv = ft_fuzz_dissect(l4, i, &v[0], v.shape[0], arg, &st, &out)
+        answers.append(rv)
+        if rv == FT_DPI_DETECTED and not st.detector:
+            st.detector = <uint8_t> (i + 1)
+        if rv == FT_DPI_EXCLUDED or (st.detector and not (st.flags & 0x02)):  # 0x02: FT_DPI_S_EXTRA
+            break
+    unterminated = []
+    if memchr(out.server_name, 0, sizeof(out.server_name)) == NULL:
+        unterminated.append("server_name")
+    if memchr(out.alpn, 0, sizeof(out.alpn)) == NULL:
+        unterminated.append("alpn")
+    if memchr(out.version, 0, sizeof(out.version)) == NULL:
+        unterminated.append("version")
+    if memchr(out.http_method, 0, sizeof(out.http_method)) == NULL:
+        unterminated.append("http_method")
+    if memchr(out.http_path, 0, sizeof(out.http_path)) == NULL:
+        unterminated.append("http_path")
+    if memchr(out.user_agent, 0, sizeof(out.user_agent)) == NULL:
+        unterminated.append("user_agent")
+    if unterminated:
+        return answers, {}, unterminated  # decoding them would read past the field
+    return answers, _out_dict(&out), unterminated

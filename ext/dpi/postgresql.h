@@ -26,8 +26,9 @@ static inline int ft_dpi_postgresql(const uint8_t *p, uint32_t len, int dir, str
         if (len < l && !ft_dpi_final(dir))
             return FT_DPI_NEED_MORE;
         uint32_t n = len < l ? len : l;
-        /* parameters: name\0value\0 pairs; the first is normally "user" */
-        if (n >= 13 && memcmp(p + 8, "user", 5) != 0 && memcmp(p + 8, "database", 9) != 0 &&
+        /* parameters: name\0value\0 pairs; the first is normally "user" ("database\0" needs 17 bytes:
+         * shorter, its first 4 bytes pass the printable test anyway) */
+        if (n >= 13 && memcmp(p + 8, "user", 5) != 0 && (n < 17 || memcmp(p + 8, "database", 9) != 0) &&
             !ft_dpi_printable(p + 8, 4))
             return FT_DPI_EXCLUDED;
         FT_DPI_SET(out, FT_O_VERSION, version, (const uint8_t *)(code == 196608 ? "3.0" : "3.2"), 3, 0);

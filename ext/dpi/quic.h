@@ -131,7 +131,7 @@ static inline int ft_gquic_chlo(const uint8_t *p, uint32_t len, struct ft_dpi_ou
     for (uint32_t i = 0; i < n; i++) {
         const uint8_t *t = p + tags + 8 * i;
         uint32_t end = ft_rd32le(t + 4);
-        if (end < prev || vals + end > len)
+        if (end < prev || end > len - vals) /* vals <= len; vals + end could wrap */
             break; /* the rest of the values is in another packet */
         if (memcmp(t, "SNI\0", 4) == 0 && end > prev)
             FT_DPI_SET(out, FT_O_SERVER_NAME, server_name, p + vals + prev, end - prev, 1);
