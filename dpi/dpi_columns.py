@@ -1,6 +1,6 @@
 """The DPI columns of a flow-record batch, built from the `dpi_*` fields of struct ft_flowrec.
 
-Label and rule ids become text by a take() on a small vocabulary array; the fixed-size C strings become
+Label and rule ids become text through a small vocabulary (dpi.coded.CodedText); the fixed-size C strings become
 Arrow string arrays by numpy over the rows that have the field: no Python object per flow.
 """
 from __future__ import annotations
@@ -9,6 +9,7 @@ import numpy as np
 import pyarrow as pa
 
 from . import _flowtable
+from .coded import CodedText
 from .rules import CONFIDENCE, Vocab
 
 # ft_dpi_out.set bits (ext/dpi/dpi_types.h)
@@ -40,17 +41,17 @@ def _builtin() -> Vocab:
 
 
 class _Tables:
-    """Vocabulary arrays for take(), cached per Vocab."""
+    """Vocabularies, cached per Vocab."""
 
     def __init__(self, v: Vocab):
-        self.labels = pa.array([x or None for x in v.labels], pa.string())
+        self.labels = CodedText([x or None for x in v.labels])
         cats = [None] + sorted({c for c in list(v.label_categories) + list(v.rule_categories) if c})
         index = {c: i for i, c in enumerate(cats)}
-        self.categories = pa.array(cats, pa.string())
+        self.categories = CodedText(cats)
         self.label_cat = np.array([index[c] if c else 0 for c in v.label_categories] or [0], np.int32)
         self.rule_cat = np.array([index[c] for c in v.rule_categories] or [0], np.int32)
-        self.rules = pa.array(v.rule_names(), pa.string())
-        self.conf = pa.array([x or None for x in CONFIDENCE], pa.string())
+        self.rules = CodedText(list(v.rule_names()))
+        self.conf = CodedText([x or None for x in CONFIDENCE])
 
 
 _cache: dict[int, tuple[Vocab, _Tables]] = {}
@@ -64,11 +65,9 @@ def _tables(v: Vocab) -> _Tables:
     return hit[1]
 
 
-def _take(table: pa.Array, ids: np.ndarray) -> pa.Array:
+def _take(table: CodedText, ids: np.ndarray) -> pa.Array:
     """table[ids], null where the id is 0 or outside the table."""
-    ids = ids.astype(np.int32)
-    bad = (ids <= 0) | (ids >= len(table))
-    return table.take(pa.array(np.where(bad, 0, ids), pa.int32(), mask=bad))
+    return table(ids, ids > 0)
 
 
 def _text(raw: np.ndarray, offset: int, width: int, valid: np.ndarray) -> pa.Array:

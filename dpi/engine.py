@@ -23,6 +23,7 @@ from . import _flowtable
 from . import roce_columns   # RoCE meter (issue 4)
 from . import tcp_columns   # TCP meter (issue 3)
 from . import dpi_columns
+from .coded import CodedText
 from ._reader import TUNNEL_NAMES
 from .schema import COLUMN_NAMES, flow_schema
 
@@ -70,7 +71,7 @@ class EngineConfig:
         return d
 
 
-_TUNNEL_DICT = pa.array([t if t else None for t in TUNNEL_NAMES], pa.string())
+_TUNNEL_TEXT = CodedText([t if t else None for t in TUNNEL_NAMES])
 
 
 def _strings(offsets: np.ndarray, data: np.ndarray) -> pa.Array:
@@ -128,7 +129,7 @@ def build_batch(recs: np.ndarray, schema: pa.Schema, observer: str, seed: int = 
         "vlan_id": pa.array(recs["vlan_id"], pa.uint16()),
         "outer_vlan_id": pa.array(recs["outer_vlan_id"], pa.uint16()),
         "dscp": pa.array(recs["tos"] >> 2, pa.uint8()),
-        "tunnel_type": _TUNNEL_DICT.take(pa.array(tun.astype(np.int32))),
+        "tunnel_type": _TUNNEL_TEXT(tun),
         "tunnel_id": _masked(recs["tunnel_id"], tunnelled, pa.uint32()),
         "src_packets": pa.array(recs["src_packets"], pa.uint64()),
         "dst_packets": pa.array(recs["dst_packets"], pa.uint64()),

@@ -12,11 +12,12 @@ from .schema import HIST_TYPE
 def null_hist(n: int) -> pa.Array:
     """A histogram column of n nulls. Its children stay valid (Parquet refuses nulls in non-nullable struct
     children), the struct is null."""
-    return pa.StructArray.from_arrays(
-        [pa.array(np.zeros(n, np.int16), pa.int16()),
-         pa.ListArray.from_arrays(pa.array(np.zeros(n + 1, np.int32)), pa.array([], pa.uint32())),
-         pa.array(np.zeros(n, bool), pa.bool_())],
-        fields=list(HIST_TYPE), mask=pa.array(np.ones(n, bool), pa.bool_()))
+    validity = pa.py_buffer(np.zeros((n + 7) // 8, np.uint8)) if n else None
+    return pa.Array.from_buffers(
+        HIST_TYPE, n, [validity], null_count=n,
+        children=[pa.array(np.zeros(n, np.int16), pa.int16()),
+                  pa.ListArray.from_arrays(pa.array(np.zeros(n + 1, np.int32)), pa.array([], pa.uint32())),
+                  pa.array(np.zeros(n, bool), pa.bool_())])
 
 
 def hist_column(n: int, rows: np.ndarray, sub: np.ndarray, prefix: str, srows: np.ndarray) -> pa.Array:
@@ -38,5 +39,8 @@ def hist_column(n: int, rows: np.ndarray, sub: np.ndarray, prefix: str, srows: n
     folded = np.zeros(n, dtype=bool)
     folded[rows] = coll_r
     lists = pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), pa.array(values, pa.uint32()))
-    return pa.StructArray.from_arrays([pa.array(first, pa.int16()), lists, pa.array(folded, pa.bool_())],
-                                      fields=list(HIST_TYPE), mask=pa.array(~has, pa.bool_()))
+    # from buffers: StructArray.from_arrays(mask=...) would import pyarrow.compute (dpi/coded.py says why not)
+    nulls = n - int(np.count_nonzero(has))
+    validity = pa.py_buffer(np.packbits(has, bitorder="little")) if nulls else None
+    return pa.Array.from_buffers(HIST_TYPE, n, [validity], null_count=nulls,
+                                 children=[pa.array(first, pa.int16()), lists, pa.array(folded, pa.bool_())])

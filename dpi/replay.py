@@ -101,7 +101,8 @@ class _Summary:
     """Running top flows and top talkers over the written batches.
 
     Top flows: the n largest of each batch, merged in a heap. Top talkers: exact byte sums per host,
-    aggregated in Arrow (dictionary encoding + bincount, no Python object per flow) and re-aggregated
+    aggregated with numpy over the host texts' bytes (_text_keys; hash, exact check, bincount; no Python
+    object per flow, no pyarrow.compute) and re-aggregated
     whenever the pending partial sums exceed PENDING_MAX rows, so memory follows the number of distinct
     hosts, which is capped at TOP_HOSTS_CAP (hosts beyond it are dropped from the ranking and counted).
     """
@@ -122,17 +123,19 @@ class _Summary:
         tot = b.column("src_bytes").to_numpy() + b.column("dst_bytes").to_numpy()
         k = min(self.n, b.num_rows)
         idx = np.argpartition(-tot.astype(np.int64), k - 1)[:k] if b.num_rows > k else np.arange(b.num_rows)
-        # only the columns shown: to_pylist() of a ns timestamp needs pandas
-        sub = b.select(["src_ip", "src_port", "dst_ip", "dst_port", "protocol", "src_bytes", "dst_bytes",
-                        "src_packets", "dst_packets"]).take(pa.array(idx))
-        for row in sub.to_pylist():
+        # only the k rows and columns shown, as scalars (RecordBatch.take would import pyarrow.compute,
+        # dpi/coded.py says why not; to_pylist() of a ns timestamp needs pandas)
+        cols = {c: b.column(c) for c in ("src_ip", "src_port", "dst_ip", "dst_port", "protocol", "src_bytes",
+                                         "dst_bytes", "src_packets", "dst_packets")}
+        for i in idx.tolist():
+            row = {c: a[i].as_py() for c, a in cols.items()}
             label = (f"{endpoint(row['src_ip'], row['src_port'])} -> "
                      f"{endpoint(row['dst_ip'], row['dst_port'])} {PROTO_NAMES.get(row['protocol'], row['protocol'])}")
             item = (row["src_bytes"] + row["dst_bytes"], row["src_packets"] + row["dst_packets"], label)
             heapq.heappush(self.flows, item)
             if len(self.flows) > self.n:
                 heapq.heappop(self.flows)
-        self.hosts += [b.column("src_ip"), b.column("dst_ip")]
+        self.hosts += [_text_keys(b.column("src_ip")), _text_keys(b.column("dst_ip"))]
         self.sums += [tot, tot]
         self.pending += 2 * b.num_rows
         if self.pending > self.PENDING_MAX:
@@ -141,14 +144,25 @@ class _Summary:
     def _reduce(self) -> None:
         if not self.hosts:
             return
-        # the Array method, not pyarrow.compute: importing that module costs 70 ms of signatures
-        enc = pa.concat_arrays(self.hosts).dictionary_encode()
-        sums = np.bincount(enc.indices.to_numpy(), weights=np.concatenate(self.sums),
-                           minlength=len(enc.dictionary))
-        hosts = enc.dictionary
+        width = max(h.shape[1] for h in self.hosts)
+        keys = np.concatenate([np.pad(h, ((0, 0), (0, width - h.shape[1]))) for h in self.hosts])
+        weights = np.concatenate(self.sums).astype(np.float64)
+        # group rows by a hash of their key words, then check every row against its group's first row, so
+        # the grouping is exact; on a collision (never seen) group by the whole key instead, more slowly
+        h = (keys * _HASH_MUL[:width]).sum(axis=1, dtype=np.uint64)   # width: key words
+        _, first, inv = np.unique(h, return_index=True, return_inverse=True)
+        if not (keys == keys[first[inv]]).all():
+            _, first, inv = np.unique(keys, axis=0, return_index=True, return_inverse=True)
+        # groups in order of first appearance, so that ties rank by it (as a dictionary encoding would)
+        perm = np.argsort(first, kind="stable")
+        rank = np.empty_like(perm)
+        rank[perm] = np.arange(len(perm))
+        first, inv = first[perm], rank[inv.reshape(-1)]
+        sums = np.bincount(inv, weights=weights, minlength=len(first))
+        hosts = keys[first]
         if len(hosts) > TOP_HOSTS_CAP:
             keep = np.argpartition(-sums, TOP_HOSTS_CAP - 1)[:TOP_HOSTS_CAP]
-            hosts, sums = hosts.take(pa.array(keep)), sums[keep]
+            hosts, sums = hosts[keep], sums[keep]
             self.capped = True
         self.hosts, self.sums, self.pending = [hosts], [sums], len(hosts)
 
@@ -160,8 +174,31 @@ class _Summary:
         sums = self.sums[0]
         k = min(self.n, len(sums))
         top = sorted(np.argpartition(-sums, k - 1)[:k], key=lambda i: (-sums[i], i))
-        names = self.hosts[0].take(pa.array(top)).to_pylist()
+        names = [self.hosts[0][i].tobytes().rstrip(b"\0").decode() for i in top]
         return flows, [(int(sums[i]), h) for i, h in zip(top, names)]
+
+
+# odd 64-bit multipliers, one per key word (a host text of up to 8 * 64 bytes)
+_HASH_MUL = (np.arange(1, 65, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)) | np.uint64(1)
+
+
+def _text_keys(col: pa.Array) -> np.ndarray:
+    """Each string of col as a row of uint64 words (its bytes, NUL-padded to a multiple of 8): an exact key,
+    since host texts hold no NUL. Gathered from the column's buffers; no Python object per row."""
+    n = len(col)
+    _validity, obuf, dbuf = col.buffers()[:3]
+    offsets = np.frombuffer(obuf, np.int32, count=n + 1, offset=col.offset * 4).astype(np.int64)
+    data = np.frombuffer(dbuf, np.uint8) if dbuf is not None else np.zeros(0, np.uint8)
+    lens = np.diff(offsets)
+    width = max(8, -(-int(lens.max(initial=0)) // 8) * 8)
+    if width > 8 * len(_HASH_MUL):
+        raise ValueError(f"host text of {width} bytes is longer than the summary's keys")
+    mat = np.zeros((n, width), np.uint8)
+    total = int(offsets[-1] - offsets[0])
+    if total:
+        rows = np.repeat(np.arange(n), lens)
+        mat[rows, np.arange(total) - np.repeat(offsets[:-1] - offsets[0], lens)] = data[offsets[0]:offsets[-1]]
+    return mat.view(np.uint64)
 
 
 def replay(paths: list[str], output: str, config: EngineConfig | None = None, fmt: str | None = None,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
+from .coded import CodedText
 from .hist_columns import hist_column, null_hist
 from .schema import ROCE_LATENCIES, ROCE_PAIRINGS, ROCE_TRANSPORTS
 
@@ -26,14 +27,13 @@ _COUNTERS = (
 _MESSAGES = ("send_messages", "write_messages", "read_messages", "atomic_messages")
 _TR_NONE = 0xFF
 
-# code -> text lookup arrays for pyarrow's take (index 256 = null)
-_TRANSPORT_TEXT = pa.array([ROCE_TRANSPORTS.get(i) for i in range(256)], pa.string())
-_PAIRING_TEXT = pa.array([ROCE_PAIRINGS.get(i) for i in range(256)], pa.string())
+# code -> text (a code without a name is null)
+_TRANSPORT_TEXT = CodedText([ROCE_TRANSPORTS.get(i) for i in range(256)])
+_PAIRING_TEXT = CodedText([ROCE_PAIRINGS.get(i) for i in range(256)])
 
 
-def _coded(codes: np.ndarray, valid: np.ndarray, table: pa.Array) -> pa.Array:
-    idx = pa.array(codes.astype(np.int32), pa.int32(), mask=~valid)
-    return table.take(idx)
+def _coded(codes: np.ndarray, valid: np.ndarray, table: CodedText) -> pa.Array:
+    return table(codes, valid)
 
 
 def _measure(values: np.ndarray, valid: np.ndarray) -> pa.Array:
