@@ -100,10 +100,10 @@ def test_snippets_stop_once_dpi_classified_the_flow(tmp_path):
     assert live["classified_marks_deferred"] == 0
 
 
-def _frame(sport, dport, payload, proto="tcp"):
+def _frame(sport, dport, payload, proto="tcp", flags="A"):
     from scapy.all import IP, TCP, UDP, Ether, Raw
     from scapy.contrib.roce import BTH
-    l4 = TCP(sport=sport, dport=dport, flags="A") if proto == "tcp" else \
+    l4 = TCP(sport=sport, dport=dport, flags=flags) if proto == "tcp" else \
         UDP(sport=sport, dport=4791) / BTH(opcode=0x04, dqpn=0x11, psn=7)
     return bytes(Ether() / IP(src="10.9.0.1", dst="10.9.0.2") / l4 / Raw(payload))
 
@@ -111,7 +111,8 @@ def _frame(sport, dport, payload, proto="tcp"):
 def test_snippets_end_at_the_budget_and_at_the_mark_in_the_kernel():
     """Through BPF_PROG_TEST_RUN, no engine: a flow nobody marks carries snippets on its first
     FT_SNIPPET_BUDGET payload packets only (packets without payload do not count); RoCEv2 is exempt; a flow
-    marked after 3 packets carries no more."""
+    marked after 3 packets carries no more, until a SYN opens a new connection on its 4-tuple: then its
+    budget starts over and the mark is gone; likewise for the flow whose budget was spent."""
     import numpy as np
 
     from probe.live import KEY_DTYPE, BpfConfig, Probe, test_run
@@ -137,7 +138,10 @@ def test_snippets_end_at_the_budget_and_at_the_mark_in_the_kernel():
         key["port_a"], key["port_b"], key["ip_version"], key["proto"] = 3333, 4444, 4, 6
         assert probe.mark_classified(np.concatenate([key, key])) == 1  # repeats merged
         assert snippets_after([marked] * 4) == 0
+        syn = _frame(3333, 4444, b"", flags="S")
+        assert snippets_after([syn] + [marked] * 7) == 5  # new connection: budget 5 again, no mark
+        assert snippets_after([_frame(1111, 2222, b"", flags="S"), plain, plain]) == 2
         c = probe.counters()
-        assert c["ring_records"] == 5 + 6 + 8 + 3 + 4 and c["ring_full"] == 0
+        assert c["ring_records"] == 5 + 6 + 8 + 3 + 4 + 8 + 3 and c["ring_full"] == 0
     finally:
         probe.close()

@@ -145,6 +145,12 @@ static __always_inline ft_u32 ft_flow_update(const struct ft_live_key *k, int a_
     __sync_fetch_and_add(&f->bytes[d], l3_bytes);
     f->last_ns = p->ts_ns; /* racy between CPUs by a few ns at most; informational */
     c[FT_LC_FLOW_PACKETS] += segs;
+    if (p->proto == FT_IPPROTO_TCP && (p->tcp_flags & 0x12) == 0x02) {
+        /* a SYN without ACK opens a new connection on this 4-tuple: DPI starts over (the engine starts a new
+         * flow), so the snippet budget restarts and an earlier connection's mark goes */
+        f->payload_pkts = 0;
+        classified.delete((struct ft_live_key *)k);
+    }
     seen = f->payload_pkts;
     if (has_payload && seen < FT_SNIPPET_BUDGET)
         f->payload_pkts = seen + 1;
