@@ -29,8 +29,10 @@ for i in range(200):
 def test_live_records_equal_replayed_tcpdump_records(tmp_path):
     live_out, pcap, replay_out = tmp_path / "live.arrows", tmp_path / "same.pcap", tmp_path / "replay.arrows"
     with VethPair() as p:
-        dump = subprocess.Popen(["ip", "netns", "exec", p.ns_a, "tcpdump", "-i", p.if_a, "-s", "0", "-U", "-n",
-                                 "-w", str(pcap)], stderr=subprocess.PIPE, text=True)
+        # --immediate-mode: without it libpcap hands over packets a buffer block at a time, and the last
+        # block (the UDP burst) could still be unread when tcpdump is stopped
+        dump = subprocess.Popen(["ip", "netns", "exec", p.ns_a, "tcpdump", "-i", p.if_a, "-s", "0", "-U",
+                                 "--immediate-mode", "-n", "-w", str(pcap)], stderr=subprocess.PIPE, text=True)
         try:
             assert "listening on" in dump.stderr.readline()
             with Capture(p.ns_a, [p.if_a], live_out) as cap:
