@@ -25,6 +25,7 @@ cdef extern from "ft_ring.h" nogil:
         uint64_t discarded
         uint64_t malformed
         uint64_t snippet_bytes
+        uint64_t snippets_cut
         uint64_t gso_split
         uint64_t gso_unsplit
     uint64_t ft_ring_drain(ft_ring *r, ft_pkt *out, uint32_t max, uint8_t *data, uint64_t data_cap,
@@ -109,7 +110,8 @@ cdef class RingReader:
 
     def counters(self):
         return {"samples": self.r.samples, "discarded": self.r.discarded, "malformed": self.r.malformed,
-                "snippet_bytes": self.r.snippet_bytes, "gso_split": self.r.gso_split,
+                "snippet_bytes": self.r.snippet_bytes, "snippets_cut": self.r.snippets_cut,
+                "gso_split": self.r.gso_split,
                 "gso_unsplit": self.r.gso_unsplit}
 
     def close(self):

@@ -30,6 +30,7 @@ struct ft_ring {
     uint64_t discarded;              /* samples the producer discarded */
     uint64_t malformed;              /* samples shorter than a record: skipped (never expected) */
     uint64_t snippet_bytes;          /* payload bytes copied */
+    uint64_t snippets_cut;           /* snippets shorter than their packet's payload (the snap length hit) */
     uint64_t gso_split;              /* GSO samples cut into wire segments */
     uint64_t gso_unsplit;            /* GSO samples with more segments than a batch holds: kept whole */
 };
@@ -135,6 +136,7 @@ static inline uint64_t ft_ring_drain(struct ft_ring *r, struct ft_pkt *out, uint
                 rec.frame_off = used - rec.payload_off;
                 used += snip;
                 r->snippet_bytes += snip;
+                r->snippets_cut += snip < rec.payload_len;
             } else {
                 rec.frame_off = 0;
             }

@@ -474,8 +474,8 @@ def capture(ifaces, mode, xdp_mode, duration, output, fmt, idle_timeout, active_
             lines.append("  parse exits: " + ", ".join(f"{k} {v:,}" for k, v in sorted(reasons.items())))
         if res.counters.get("limits"):
             lines += ["  " + x for x in format_limits(res.counters["limits"])]
-            lines.append(f"        snap length {snap_len} B of payload per packet (packets cut: the records' "
-                         f"truncated_packets)")
+            cut = (live.get("ring") or {}).get("snippets_cut", 0)
+            lines.append(f"        snap length {snap_len} B of payload per snippet: snippets cut by it {cut:,}")
         oc = res.counters.get("output") or {}   # issue 7
         if oc.get("limit_reached"):
             lines.append(f"  output size limit reached (--max-output-size {oc['max_bytes']:,} bytes): "

@@ -53,14 +53,14 @@ def test_kernel_records_equal_replay_parser_records_on_ndpi_frames():
     data = np.zeros(cap * SNAP, np.uint8)
     snip = np.zeros(cap, np.uint16)
     fields = [f for f in PKT_DTYPE.names if f not in IGNORED]
-    checked = skipped = 0
+    checked = skipped = cut = 0
     mismatches = []
     reasons = {}
     tunnelled = 0
     try:
         pending = []  # (name, frame) in the order their records enter the ring
         def compare():
-            nonlocal checked, tunnelled
+            nonlocal checked, tunnelled, cut
             while pending:
                 n, used, _more = ring.drain(pkts, data, snip, 0)
                 assert n > 0, "a test run wrote no record"
@@ -71,6 +71,7 @@ def test_kernel_records_equal_replay_parser_records_on_ndpi_frames():
                     bad = [f for f in fields if not _equal(got[f], ref[f])]
                     # the snippet: the payload's first bytes, as many as the record's flow gets
                     s = int(snip[i])
+                    cut += 0 < s < int(ref["payload_len"])   # the snap length hit: the ring counts it
                     if int(got["cap_len"]) != int(got["payload_off"]) + s or int(got["payload_cap"]) != s:
                         bad.append("cap_len")
                     if s:
@@ -95,10 +96,12 @@ def test_kernel_records_equal_replay_parser_records_on_ndpi_frames():
             if len(pending) >= cap:
                 compare()
         compare()
+        snippets_cut = ring.counters()["snippets_cut"]
     finally:
         ring.close()
         probe.close()
     assert not mismatches, mismatches
+    assert cut > 0 and snippets_cut == cut
     # sanity of the corpus walk itself: most frames parse to the end, and tunnels were among them
     assert checked > 150_000 and reasons.get(0, 0) > 0.9 * checked and tunnelled > 0
     print(f"{checked} records compared ({skipped} frames outside 14..{MAX_TEST_RUN} bytes), reasons {reasons}")
