@@ -157,8 +157,8 @@ Exit codes: 0 ok, 2 usage, 3 unreadable or malformed input (what was read is sti
               help="Progress on stderr (default: when stderr is a terminal).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON instead of text.")
 @click.option("--tcp-meter/--no-tcp-meter", default=True, show_default=True,
-              help="TCP loss and latency meters (docs/tcp.md); off, their columns are null or zero and the "
-                   "replay is faster.")
+              help="TCP loss and latency meters (docs/tcp.md). Off, the replay is faster, the TCP counters "
+                   "read 0 and the measurements null, and the file's flowtap.settings say tcp_meter false.")
 # ---- DPI (issue 5) ----
 @click.option("--rules", "rules", multiple=True, type=click.Path(exists=True), metavar="DIR",
               help="Extra rule files or directories of *.toml (repeatable); they override the shipped rules.")

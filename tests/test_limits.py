@@ -121,3 +121,32 @@ def test_capture_takes_the_same_limits():
                        text=True, cwd=ROOT, timeout=60)
     for opt in ("--max-flows", "--dpi-budget", "--dpi-reasm-flows", "--snap-len"):
         assert opt in r.stdout
+
+
+def test_no_tcp_meter_switch(tmp_path):
+    """--no-tcp-meter: the sample's tcp_bulk flow (2 re-sent segments by its truth file) reads 0 and no RTT,
+    and the file says the meter was off; with the meter on it reads the truth."""
+    root = Path(__file__).resolve().parents[1]
+    truth = json.loads((root / "samples" / "sample.truth.json").read_text())
+    bulk = next(f for f in truth["flows"] if f["name"] == "tcp_bulk")
+    for on in (True, False):
+        out = tmp_path / f"s{on}.parquet"
+        subprocess.run([sys.executable, "-m", "probe.cli", "replay", str(root / "samples" / "sample.pcap"),
+                        "-o", str(out), "--tcp-meter" if on else "--no-tcp-meter"], cwd=root, check=True,
+                       capture_output=True)
+        t = pq.read_table(out)
+        settings = json.loads(t.schema.metadata[b"flowtap.settings"])
+        assert settings["tcp_meter"] is on
+        cols = ["src_port", "dst_port"] + [f"{x}_tcp_{c}" for x in ("src", "dst")
+                                           for c in ("retrans_packets", "upstream_retrans_packets",
+                                                     "rtt_samples")]
+        rows = [r for r in t.select(cols).to_pylist()
+                if r["src_port"] == bulk["src_port"] and r["dst_port"] == bulk["dst_port"]]
+        assert len(rows) == 1
+        r = rows[0]
+        # re-sent segments: of sequence space the probe had seen (lost after it) and of space it had not
+        # (lost before it, the gap filled later): 1 + 1 in the truth file
+        retrans = sum(r[f"{x}_tcp_{c}"] for x in ("src", "dst")
+                      for c in ("retrans_packets", "upstream_retrans_packets"))
+        assert retrans == (bulk["tcp_retransmitted_segments"] if on else 0)
+        assert (r["src_tcp_rtt_samples"] + r["dst_tcp_rtt_samples"] > 0) is on
