@@ -984,6 +984,51 @@ static __always_inline void ft_enter_tunnel(struct ft_pkt *p, ft_u8 tun_type, ft
     p->payload_len = 0;
 }
 
+/* One decapsulation level up to its L4 header: the link header nx names (FT_NX_ETHER: Ethernet; FT_NX_IP: a
+ * bare IP header, its version from the first nibble; otherwise etype, read by the caller, says what follows),
+ * then VLAN/MPLS tags and the IPv4/IPv6 header. Returns FT_OK with *posp on the L4 header, p->l4_off set and
+ * *l4_len the L4 bytes the IP header announces; else the exit reason. ft_parse()'s loop and the live probe's
+ * L3 stage (probe/bpf/flowtap.bpf.c) both call it, so the two stay one parser. */
+static __always_inline int ft_parse_to_l4(const ft_u8 *data, const ft_u8 *data_end, int nx, ft_u16 etype,
+                                          const ft_u8 **posp, struct ft_pkt *p, ft_u32 *l4_len)
+{
+    const ft_u8 *pos = *posp;
+    ft_u8 nibble;
+    int ipver = 0, r;
+
+    if (nx == FT_NX_ETHER) { /* dst(6) src(6) ethertype or 802.3 length(2) */
+        if (pos + 14 > data_end)
+            return FT_R_TRUNC_L2;
+        etype = ft_load_be16(pos + 12);
+        pos += 14;
+    } else if (nx == FT_NX_IP) {
+        if (pos + 1 > data_end)
+            return FT_R_TRUNC_L3;
+        nibble = pos[0] >> 4;
+        if (nibble != 4 && nibble != 6)
+            return FT_R_BAD_IP_VERSION;
+        etype = nibble == 4 ? FT_ETH_P_IP : FT_ETH_P_IPV6;
+    }
+    r = ft_parse_l2_tags(&pos, data_end, etype, p, &ipver);
+    if (r != FT_OK)
+        return r;
+    pos = ft_cursor_forget(data, pos);
+    if (!pos)
+        return FT_R_TRUNC_L3;
+    if (ipver == 4)
+        r = ft_parse_ipv4(&pos, data, data_end, p, l4_len);
+    else
+        r = ft_parse_ipv6(&pos, data, data_end, p, l4_len);
+    if (r != FT_OK)
+        return r;
+    pos = ft_cursor_forget(data, pos);
+    if (!pos)
+        return FT_R_TRUNC_L4;
+    p->l4_off = (ft_u16)(pos - data);
+    *posp = pos;
+    return FT_OK;
+}
+
 /* ---- entry point ---------------------------------------------------------------------------------------- */
 
 /* Parse the captured bytes data..data_end of one frame of link type `linktype` into *p.
@@ -995,8 +1040,8 @@ static __always_inline int ft_parse(const ft_u8 *data, const ft_u8 *data_end, ft
     const ft_u8 *pos = data;
     ft_u16 etype = 0;
     ft_u32 l4_len = 0, tun_id = 0;
-    ft_u8 tun_type = FT_TUN_NONE, nibble;
-    int nx = FT_NX_NONE, ipver = 0, level, r;
+    ft_u8 tun_type = FT_TUN_NONE;
+    int nx = FT_NX_NONE, level, r;
 
     p->linktype = (ft_u16)linktype;
     r = ft_parse_link(data, data_end, linktype, p, &pos, &etype, &nx);
@@ -1005,46 +1050,9 @@ static __always_inline int ft_parse(const ft_u8 *data, const ft_u8 *data_end, ft
 
     /* One iteration per decapsulation level: the outer packet, then up to FT_PARSE_MAX_TUNNEL inner ones. */
     for (level = 0; level <= FT_PARSE_MAX_TUNNEL; level++) {
-        if (nx == FT_NX_ETHER) { /* dst(6) src(6) ethertype or 802.3 length(2) */
-            if (pos + 14 > data_end) {
-                r = FT_R_TRUNC_L2;
-                goto out;
-            }
-            etype = ft_load_be16(pos + 12);
-            pos += 14;
-        } else if (nx == FT_NX_IP) {
-            if (pos + 1 > data_end) {
-                r = FT_R_TRUNC_L3;
-                goto out;
-            }
-            nibble = pos[0] >> 4;
-            if (nibble != 4 && nibble != 6) {
-                r = FT_R_BAD_IP_VERSION;
-                goto out;
-            }
-            etype = nibble == 4 ? FT_ETH_P_IP : FT_ETH_P_IPV6;
-        }
-        r = ft_parse_l2_tags(&pos, data_end, etype, p, &ipver);
+        r = ft_parse_to_l4(data, data_end, nx, etype, &pos, p, &l4_len);
         if (r != FT_OK)
             goto out;
-        pos = ft_cursor_forget(data, pos);
-        if (!pos) {
-            r = FT_R_TRUNC_L3;
-            goto out;
-        }
-
-        if (ipver == 4)
-            r = ft_parse_ipv4(&pos, data, data_end, p, &l4_len);
-        else
-            r = ft_parse_ipv6(&pos, data, data_end, p, &l4_len);
-        if (r != FT_OK)
-            goto out;
-        pos = ft_cursor_forget(data, pos);
-        if (!pos) {
-            r = FT_R_TRUNC_L4;
-            goto out;
-        }
-        p->l4_off = (ft_u16)(pos - data);
 
         switch (p->proto) {
         case FT_IPPROTO_TCP:

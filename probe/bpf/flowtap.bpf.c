@@ -228,52 +228,15 @@ static __always_inline int ft_stage_l3(struct ft_live_scratch *s, const ft_u8 *d
     const ft_u8 *pos = ft_at(data, s->st.off);
     ft_u32 l4_len = 0;
     ft_u16 etype = s->st.etype;
-    ft_u8 nibble;
-    int ipver = 0, r;
+    int r;
 
     if (!pos) {
         r = FT_R_TRUNC_L2;
         goto out;
     }
-    if (s->st.nx == FT_NX_ETHER) { /* dst(6) src(6) ethertype or 802.3 length(2) */
-        if (pos + 14 > data_end) {
-            r = FT_R_TRUNC_L2;
-            goto out;
-        }
-        etype = ft_load_be16(pos + 12);
-        pos += 14;
-    } else if (s->st.nx == FT_NX_IP) {
-        if (pos + 1 > data_end) {
-            r = FT_R_TRUNC_L3;
-            goto out;
-        }
-        nibble = pos[0] >> 4;
-        if (nibble != 4 && nibble != 6) {
-            r = FT_R_BAD_IP_VERSION;
-            goto out;
-        }
-        etype = nibble == 4 ? FT_ETH_P_IP : FT_ETH_P_IPV6;
-    }
-    r = ft_parse_l2_tags(&pos, data_end, etype, p, &ipver);
+    r = ft_parse_to_l4(data, data_end, s->st.nx, etype, &pos, p, &l4_len);
     if (r != FT_OK)
         goto out;
-    pos = ft_cursor_forget(data, pos);
-    if (!pos) {
-        r = FT_R_TRUNC_L3;
-        goto out;
-    }
-    if (ipver == 4)
-        r = ft_parse_ipv4(&pos, data, data_end, p, &l4_len);
-    else
-        r = ft_parse_ipv6(&pos, data, data_end, p, &l4_len);
-    if (r != FT_OK)
-        goto out;
-    pos = ft_cursor_forget(data, pos);
-    if (!pos) {
-        r = FT_R_TRUNC_L4;
-        goto out;
-    }
-    p->l4_off = (ft_u16)(pos - data);
     s->st.off = (ft_u16)(pos - data);
     s->st.l4_len = l4_len;
     return FT_OK;
