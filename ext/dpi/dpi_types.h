@@ -210,6 +210,24 @@ static inline int32_t ft_dpi_crlf(const uint8_t *p, uint32_t len, uint32_t from)
     return -1;
 }
 
+/* The first line of a text protocol's payload p[0..len), len >= 1, looked for in the first 1024 bytes:
+ * returns its length without the CRLF when it is there and printable; else -1 and *verdict: ft_dpi_more()
+ * while what came is text without a line end yet, FT_DPI_EXCLUDED for binary bytes or a longer line. */
+static inline int32_t ft_dpi_first_line(const uint8_t *p, uint32_t len, int dir, int *verdict)
+{
+    int32_t e = ft_dpi_crlf(p, len < 1024 ? len : 1024, 0);
+    if (e < 0) {
+        *verdict = (len >= 1024 || !ft_dpi_printable(p, p[len - 1] == '\r' ? len - 1 : len)) ? FT_DPI_EXCLUDED
+                                                                                            : ft_dpi_more(dir);
+        return -1;
+    }
+    if (!ft_dpi_printable(p, (uint32_t)e)) {
+        *verdict = FT_DPI_EXCLUDED;
+        return -1;
+    }
+    return e;
+}
+
 /* Reads a BER/DER length at p[*off] (short form or long form with 1-4 bytes). Returns 0 and advances *off
  * past it, -1 when truncated, -2 when malformed (indefinite form or more than 4 length bytes). */
 static inline int ft_ber_len(const uint8_t *p, uint32_t len, uint32_t *off, uint32_t *val)

@@ -11,12 +11,12 @@ static inline int ft_dpi_ftp(const uint8_t *p, uint32_t len, int dir, struct ft_
     (void)out;
     if (len < 4 || !ft_dpi_printable(p, 4)) /* text protocols: binary data leaves before the line scan */
         return FT_DPI_EXCLUDED;
-    int32_t e = ft_dpi_crlf(p, len < 1024 ? len : 1024, 0);
-    if (e < 0) /* wait for the end of the line while what came is text */
-        return (len >= 1024 || !ft_dpi_printable(p, p[len - 1] == '\r' ? len - 1 : len)) ? FT_DPI_EXCLUDED
-                                                                                        : ft_dpi_more(dir);
+    int verdict;
+    int32_t e = ft_dpi_first_line(p, len, dir, &verdict); /* waits for the line's end while it is text */
+    if (e < 0)
+        return verdict;
     uint32_t n = (uint32_t)e;
-    if (n < 3 || !ft_dpi_printable(p, n))
+    if (n < 3)
         return FT_DPI_EXCLUDED;
     if (ft_dpi_dir(dir) == 1)
         return (p[0] >= '1' && p[0] <= '5' && p[1] >= '0' && p[1] <= '9' && p[2] >= '0' && p[2] <= '9' &&

@@ -13,12 +13,12 @@ static inline int ft_dpi_mail(const uint8_t *p, uint32_t len, int dir, struct ft
     int d = ft_dpi_dir(dir);
     if (len < 4 || !ft_dpi_printable(p, 4)) /* text protocols: binary data leaves before the line scan */
         return FT_DPI_EXCLUDED;
-    int32_t e = ft_dpi_crlf(p, len < 1024 ? len : 1024, 0);
-    if (e < 0) /* wait for the end of the line while what came is text */
-        return (len >= 1024 || !ft_dpi_printable(p, p[len - 1] == '\r' ? len - 1 : len)) ? FT_DPI_EXCLUDED
-                                                                                        : ft_dpi_more(dir);
+    int verdict;
+    int32_t e = ft_dpi_first_line(p, len, dir, &verdict); /* waits for the line's end while it is text */
+    if (e < 0)
+        return verdict;
     uint32_t n = (uint32_t)e;
-    if (n < 4 || !ft_dpi_printable(p, n))
+    if (n < 4)
         return FT_DPI_EXCLUDED;
     int greeting = d == 1 && st->dir_pkts[0] == 0;
     if (greeting && memcmp(p, "220", 3) == 0 && (p[3] == ' ' || p[3] == '-') && !ft_dpi_port(st, 21)) {

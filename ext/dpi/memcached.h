@@ -41,11 +41,8 @@ static inline int ft_dpi_memcached(const uint8_t *p, uint32_t len, int dir, stru
         if (len >= n ? memcmp(p, cmd[i], n) == 0 : memcmp(p, cmd[i], len) == 0) {
             if (len < n)
                 return ft_dpi_more(dir);
-            int32_t e = ft_dpi_crlf(p, len < 1024 ? len : 1024, 0);
-            if (e < 0)
-                return (len >= 1024 || !ft_dpi_printable(p, p[len - 1] == '\r' ? len - 1 : len))
-                           ? FT_DPI_EXCLUDED : ft_dpi_more(dir);
-            return ft_dpi_printable(p, (uint32_t)e) ? FT_DPI_DETECTED : FT_DPI_EXCLUDED;
+            int verdict;
+            return ft_dpi_first_line(p, len, dir, &verdict) < 0 ? verdict : FT_DPI_DETECTED;
         }
     }
     return FT_DPI_EXCLUDED;
