@@ -9,7 +9,7 @@ import numpy as np
 import pyarrow as pa
 
 from . import _flowtable
-from .coded import CodedText
+from .coded import CodedText, validity
 from .rules import CONFIDENCE, Vocab
 
 # ft_dpi_out.set bits (ext/dpi/dpi_types.h)
@@ -84,9 +84,8 @@ def _text(raw: np.ndarray, offset: int, width: int, valid: np.ndarray) -> pa.Arr
         data = sub[np.arange(width)[None, :] < ln[:, None]]
     offsets = np.zeros(n + 1, np.int32)
     np.cumsum(lens, out=offsets[1:])
-    bitmap = np.packbits(valid, bitorder="little")
-    return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(data.tobytes()),
-                                       pa.py_buffer(bitmap.tobytes()), int(n - valid.sum()))
+    bitmap, nulls = validity(valid)
+    return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(data.tobytes()), bitmap, nulls)
 
 
 def build(recs: np.ndarray, vocab: Vocab | None = None) -> dict[str, pa.Array]:
@@ -116,9 +115,8 @@ def build(recs: np.ndarray, vocab: Vocab | None = None) -> dict[str, pa.Array]:
     if recs.dtype.itemsize == _flowtable.FLOWREC_DTYPE.itemsize and recs.flags.c_contiguous:
         # one C pass per field (the usual case: records straight from FlowTable.take())
         for (col, _f, _b), (offsets, data, valid) in zip(TEXT_FIELDS, _flowtable.dpi_text_columns(recs)):
-            bitmap = np.packbits(valid, bitorder="little")
-            cols[col] = pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(data),
-                                                    pa.py_buffer(bitmap), int(n - valid.sum()))
+            bitmap, nulls = validity(valid)
+            cols[col] = pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(data), bitmap, nulls)
     else:  # a repacked copy (numpy concatenate and friends): numpy over the fields' bytes
         raw = recs.view(np.uint8).reshape(n, recs.dtype.itemsize) if n else \
             np.zeros((0, recs.dtype.itemsize), np.uint8)

@@ -6,6 +6,7 @@ import numpy as np
 import pyarrow as pa
 
 from ._flowtable import hist_parts
+from .coded import validity
 from .schema import HIST_TYPE
 
 
@@ -40,7 +41,6 @@ def hist_column(n: int, rows: np.ndarray, sub: np.ndarray, prefix: str, srows: n
     folded[rows] = coll_r
     lists = pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), pa.array(values, pa.uint32()))
     # from buffers: StructArray.from_arrays(mask=...) would import pyarrow.compute (dpi/coded.py says why not)
-    nulls = n - int(np.count_nonzero(has))
-    validity = pa.py_buffer(np.packbits(has, bitorder="little")) if nulls else None
-    return pa.Array.from_buffers(HIST_TYPE, n, [validity], null_count=nulls,
+    bitmap, nulls = validity(has)
+    return pa.Array.from_buffers(HIST_TYPE, n, [bitmap], null_count=nulls,
                                  children=[pa.array(first, pa.int16()), lists, pa.array(folded, pa.bool_())])

@@ -13,6 +13,7 @@ import numpy as np
 import pyarrow as pa
 
 from ._flowtable import scatter_fields
+from .coded import validity
 from .hist_columns import hist_column, null_hist
 
 # counters per direction: record field suffix (after tcp_src_/tcp_dst_) -> Arrow type
@@ -33,18 +34,10 @@ _ART_STATS = ("min_ns", "mean_ns", "max_ns", "p50_ns", "p99_ns")
 _HS_TOTAL, _HS_SERVER, _HS_CLIENT = 0x08, 0x10, 0x20
 
 
-def _validity(valid: np.ndarray) -> tuple[pa.Buffer | None, int]:
-    """Arrow validity bitmap of a boolean mask, built once and shared by the columns it applies to."""
-    nulls = int(len(valid) - np.count_nonzero(valid))
-    if nulls == 0:
-        return None, 0
-    return pa.py_buffer(np.packbits(valid, bitorder="little")), nulls
-
-
-def _measure(values: np.ndarray, validity: tuple[pa.Buffer | None, int]) -> pa.Array:
+def _measure(values: np.ndarray, valid: tuple[pa.Buffer | None, int]) -> pa.Array:
     """int64 column from a (strided) uint64 field: one contiguous copy, the shared validity bitmap."""
     data = np.ascontiguousarray(values).view(np.int64)
-    return pa.Array.from_buffers(pa.int64(), len(data), [validity[0], pa.py_buffer(data)], validity[1])
+    return pa.Array.from_buffers(pa.int64(), len(data), [valid[0], pa.py_buffer(data)], valid[1])
 
 
 def _counter(values: np.ndarray, typ: pa.DataType) -> pa.Array:
@@ -107,22 +100,22 @@ def build(recs: np.ndarray, tcp_recs: np.ndarray) -> dict[str, pa.Array]:
         for name, typ in _COUNTERS:
             cols[f"{x}_tcp_{name}"] = _counter(full[f + name], typ)
         n_rtt = full[f + "rtt_samples"]
-        valid = _validity(n_rtt > 0)
+        valid = validity(n_rtt > 0)
         cols[f"{x}_tcp_rtt_samples"] = _counter(n_rtt, pa.uint32())
         for st in _RTT_STATS:
             cols[f"{x}_tcp_rtt_{st}"] = _measure(full[f + "rtt_" + st], valid)
         cols[f"{x}_tcp_rtt_hist"] = hist(f + "rtt_hist", f + "rtt_samples")
         n_ts = full[f + "ts_rtt_samples"]
-        valid = _validity(n_ts > 0)
+        valid = validity(n_ts > 0)
         cols[f"{x}_tcp_ts_rtt_samples"] = _counter(n_ts, pa.uint32())
         for st in _TS_STATS:
             cols[f"{x}_tcp_ts_rtt_{st}"] = _measure(full[f + "ts_rtt_" + st], valid)
     hs = full["tcp_hs_valid"]
-    cols["tcp_handshake_rtt_ns"] = _measure(full["tcp_hs_total_ns"], _validity((hs & _HS_TOTAL) != 0))
-    cols["tcp_handshake_server_ns"] = _measure(full["tcp_hs_server_ns"], _validity((hs & _HS_SERVER) != 0))
-    cols["tcp_handshake_client_ns"] = _measure(full["tcp_hs_client_ns"], _validity((hs & _HS_CLIENT) != 0))
+    cols["tcp_handshake_rtt_ns"] = _measure(full["tcp_hs_total_ns"], validity((hs & _HS_TOTAL) != 0))
+    cols["tcp_handshake_server_ns"] = _measure(full["tcp_hs_server_ns"], validity((hs & _HS_SERVER) != 0))
+    cols["tcp_handshake_client_ns"] = _measure(full["tcp_hs_client_ns"], validity((hs & _HS_CLIENT) != 0))
     n_art = full["tcp_art_samples"]
-    valid = _validity(n_art > 0)
+    valid = validity(n_art > 0)
     cols["tcp_art_samples"] = _counter(n_art, pa.uint32())
     for st in _ART_STATS:
         cols[f"tcp_art_{st}"] = _measure(full["tcp_art_" + st], valid)
