@@ -88,17 +88,20 @@ def _text(raw: np.ndarray, offset: int, width: int, valid: np.ndarray) -> pa.Arr
     return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(data.tobytes()), bitmap, nulls)
 
 
-def build(recs: np.ndarray, vocab: Vocab | None = None) -> dict[str, pa.Array]:
-    """The DPI columns of a batch of _flowtable.FLOWREC_DTYPE records, by column name."""
+def build(recs: np.ndarray, vocab: Vocab | None = None, group: bool = True) -> dict[str, pa.Array]:
+    """The DPI columns of a batch of _flowtable.FLOWREC_DTYPE records, by column name: app_proto (a "core"
+    column), and with group the "dpi" group's columns (dpi.schema)."""
     v = vocab or _builtin()
     t = _tables(v)
     n = len(recs)
     app = recs["dpi_app"]
+    labelled = app != 0
+    if not group:
+        return {"app_proto": _take(t.labels, np.where(labelled, app, 0))}
     base = recs["dpi_base"]
     rule = recs["dpi_rule"]
     conf = recs["dpi_conf"]
     setb = recs["dpi_set"]
-    labelled = app != 0
     # category: the deciding rule's, else the label's default
     rid = rule.astype(np.int64) - _flowtable.DPI_RULE_BASE
     by_rule = (rid >= 0) & (rid < len(v.rule_ids))

@@ -25,7 +25,7 @@ from . import tcp_columns   # TCP meter (issue 3)
 from . import dpi_columns
 from .coded import CodedText
 from ._reader import TUNNEL_NAMES
-from .schema import COLUMN_NAMES, flow_schema
+from .schema import flow_schema
 
 NS = 1_000_000_000
 
@@ -45,7 +45,7 @@ class EngineConfig:
                                        # a flow is inspected packet by packet (counted: reassembly_pool_full)
     rules: list = field(default_factory=list)  # extra rule files/directories (on top of the shipped rules/)
     shipped_rules: bool = True         # load rules/*.toml of this checkout
-    tcp_meter: bool = True             # TCP loss/latency meters (issue 3); off: their columns are null/zero
+    tcp_meter: bool = True             # TCP loss/latency meters (issue 3); off: their columns are left out
 
     def validate(self) -> None:
         for name in ("idle_timeout_s", "active_timeout_s", "closed_timeout_s"):
@@ -63,6 +63,10 @@ class EngineConfig:
         if not 0 <= self.dpi_reasm_flows <= 1 << 24:
             raise ValueError(f"dpi-reasm-flows must be between 0 (no reassembly) and {1 << 24}, "
                              f"not {self.dpi_reasm_flows}")
+
+    def column_groups(self) -> tuple[str, ...]:
+        """The output's column groups (dpi.schema.GROUPS): a meter that is off has no columns."""
+        return ("core",) + (("dpi",) if self.dpi_budget else ()) + ("roce",) + (("tcp",) if self.tcp_meter else ())
 
     def settings(self) -> dict:
         d = asdict(self)
@@ -93,9 +97,10 @@ def _masked(values: np.ndarray, valid: np.ndarray, typ: pa.DataType) -> pa.Array
 def build_batch(recs: np.ndarray, schema: pa.Schema, observer: str, seed: int = 0,
                 roce_recs: np.ndarray | None = None, dpi_vocab=None,
                 tcp_recs: np.ndarray | None = None) -> pa.RecordBatch:
-    """One record batch from an array of _flowtable.FLOWREC_DTYPE, column by column; roce_recs and tcp_recs are
-    the RoCE and TCP parts of its RoCE and TCP records (_flowtable.ROCE_OUT_DTYPE / TCP_OUT_DTYPE,
-    FlowTable.taken_roce / taken_tcp after take())."""
+    """One record batch from an array of _flowtable.FLOWREC_DTYPE, column by column, with the columns of
+    schema (its column groups: dpi.schema.flow_schema); roce_recs and tcp_recs are the RoCE and TCP parts of
+    its RoCE and TCP records (_flowtable.ROCE_OUT_DTYPE / TCP_OUT_DTYPE, FlowTable.taken_roce / taken_tcp
+    after take())."""
     if roce_recs is None:
         roce_recs = np.empty(0, dtype=_flowtable.ROCE_OUT_DTYPE)
     if tcp_recs is None:
@@ -144,10 +149,13 @@ def build_batch(recs: np.ndarray, schema: pa.Schema, observer: str, seed: int = 
         "fragment_packets": pa.array(recs["fragment_packets"], pa.uint32()),
         "interface": pa.array(recs["iface"], pa.uint16()),
     }
-    cols.update(roce_columns.build(recs, roce_recs))   # RoCE meter columns (issue 4)
-    cols.update(tcp_columns.build(recs, tcp_recs))   # TCP meter columns (issue 3)
-    cols.update(dpi_columns.build(recs, dpi_vocab))  # DPI (issue 5): app_proto and the columns after it
-    return pa.RecordBatch.from_arrays([cols[name] for name in COLUMN_NAMES], schema=schema)
+    names = schema.names
+    if "roce_transport" in names:
+        cols.update(roce_columns.build(recs, roce_recs))   # RoCE meter columns (issue 4)
+    if "src_tcp_retrans_packets" in names:
+        cols.update(tcp_columns.build(recs, tcp_recs))   # TCP meter columns (issue 3)
+    cols.update(dpi_columns.build(recs, dpi_vocab, "app_category" in names))  # DPI (issue 5): app_proto, group
+    return pa.RecordBatch.from_arrays([cols[name] for name in names], schema=schema)
 
 
 def limits(config: EngineConfig, c: dict) -> dict:
@@ -185,9 +193,10 @@ class Engine:
         self.config = config or EngineConfig()
         self.config.validate()
         c = self.config
-        # ---- DPI (issue 5): rules are checked before anything runs; a bad file stops the engine
+        # ---- DPI (issue 5): rules are checked before anything runs; a bad file stops the engine. With DPI
+        # off the shipped rules would decide nothing (16 ms of parsing); files the user names are still checked.
         from .rules import load_rules
-        self.rules = load_rules(c.rules, shipped=c.shipped_rules)
+        self.rules = load_rules(c.rules, shipped=c.shipped_rules and c.dpi_budget > 0)
         if self.rules.errors:
             raise RulesError(self.rules.errors)
         self.dpi_vocab = self.rules.vocab()
@@ -203,7 +212,7 @@ class Engine:
             tcp_meter=c.tcp_meter,
         )
         self.table.set_rules(self.rules.compile())
-        self.schema = flow_schema(metadata)
+        self.schema = flow_schema(metadata, c.column_groups())
 
     def _batch(self) -> pa.RecordBatch:
         recs = self.table.take()

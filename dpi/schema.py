@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pyarrow as pa
 
@@ -42,6 +42,7 @@ class Column:
     ipfix: str = ""
     kind: str = "attribute"  # attribute | counter | measurement | key
     extra: tuple = ()        # more field-metadata (key, value) pairs, e.g. a histogram's bucket layout
+    group: str = "core"      # column group (GROUPS): present only when its meter runs
 
 
 TS = pa.timestamp("ns", tz="UTC")
@@ -179,6 +180,12 @@ COLUMNS: tuple[Column, ...] = (
 )
 
 
+# The DPI block (issue 5), app_category to dpi_packets, is the "dpi" group; app_proto stays in "core" (issue 2
+# defined it: null until classified, and always null when DPI is off).
+_FIRST_DPI = [c.name for c in COLUMNS].index("app_category")
+COLUMNS = COLUMNS[:_FIRST_DPI] + tuple(replace(c, group="dpi") for c in COLUMNS[_FIRST_DPI:])
+
+
 # ---- latency histograms (TCP meter, issue 3; RoCE meter, issue 4): one type, one layout (ext/ft_hist.h) ----
 HIST_TYPE = pa.struct([pa.field("first_bucket", pa.int16(), nullable=False),
                        pa.field("counts", pa.list_(pa.uint32()), nullable=False),
@@ -293,6 +300,7 @@ ROCE_COLUMNS: tuple[Column, ...] = (
            unit="bytes", kind="measurement"),
 ) + _roce_side_columns("src") + _roce_side_columns("dst")
 
+ROCE_COLUMNS = tuple(replace(c, group="roce") for c in ROCE_COLUMNS)
 COLUMNS = COLUMNS + ROCE_COLUMNS
 # ---- end RoCE meter columns --------------------------------------------------------------------------------
 
@@ -390,7 +398,8 @@ def _tcp_flow_columns() -> tuple[Column, ...]:
     )
 
 
-COLUMNS = COLUMNS + _tcp_side_columns("src") + _tcp_side_columns("dst") + _tcp_flow_columns()
+COLUMNS = COLUMNS + tuple(replace(c, group="tcp") for c in
+                          _tcp_side_columns("src") + _tcp_side_columns("dst") + _tcp_flow_columns())
 # ---- end TCP meter columns --------------------------------------------------------------------------------
 
 
@@ -404,19 +413,50 @@ def _field(c: Column) -> pa.Field:
     return pa.field(c.name, c.type, nullable=c.nullable, metadata=meta)
 
 
-def flow_schema(metadata: dict[str, str] | None = None) -> pa.Schema:
-    """The flow-record schema, with run metadata (values are strings; JSON for structured ones)."""
+# Column groups, in schema order. "core" is always there; each other group is the output of one meter and is
+# left out of the file when that meter is off (replay/capture --no-tcp-meter, --dpi-budget 0): absent, not
+# zero, so that a reader cannot take "not measured" for "measured nothing". The file's flowtap.column_groups
+# says which groups it has; columns keep their relative order, so files of different settings concatenate
+# by name (DuckDB union_by_name, polars how="diagonal").
+GROUPS = ("core", "dpi", "roce", "tcp")
+GROUP_DOCS = {
+    "core": "always present: identity, time, counters, tunnel, ICMP, app_proto",
+    "dpi": "application classification (issue 5); absent with --dpi-budget 0",
+    "roce": "RoCEv2 meter (issue 4); always present (the RoCE meter defines RoCE flows' keys and pairing)",
+    "tcp": "TCP loss and latency meter (issue 3); absent with --no-tcp-meter",
+}
+
+
+def check_groups(groups) -> tuple[str, ...]:
+    """groups in schema order, "core" included; ValueError for an unknown name."""
+    wanted = set(groups) | {"core"}
+    unknown = wanted - set(GROUPS)
+    if unknown:
+        raise ValueError(f"unknown column group(s) {sorted(unknown)}; known: {', '.join(GROUPS)}")
+    return tuple(g for g in GROUPS if g in wanted)
+
+
+def columns(groups=GROUPS) -> tuple[Column, ...]:
+    """The columns of the given groups, in schema order."""
+    keep = set(check_groups(groups))
+    return tuple(c for c in COLUMNS if c.group in keep)
+
+
+def flow_schema(metadata: dict[str, str] | None = None, groups=GROUPS) -> pa.Schema:
+    """The flow-record schema of the given column groups (default: all), with run metadata (values are
+    strings; JSON for structured ones)."""
     base = {
         "flowtap.schema_version": SCHEMA_VERSION,
         "flowtap.bytes_definition": BYTES_DEFINITION,
         "flowtap.flow_end_reasons": json.dumps(FLOW_END_REASONS),
+        "flowtap.column_groups": json.dumps(list(check_groups(groups))),
     }
     if metadata:
         base.update(metadata)
-    return pa.schema([_field(c) for c in COLUMNS], metadata=base)
+    return pa.schema([_field(c) for c in columns(groups)], metadata=base)
 
 
-COLUMN_NAMES = tuple(c.name for c in COLUMNS)
+COLUMN_NAMES = tuple(c.name for c in COLUMNS)   # every group
 
 
 def markdown() -> str:
@@ -432,11 +472,20 @@ def markdown() -> str:
         "",
         f"Bytes: {BYTES_DEFINITION}.",
         "",
-        "| # | column | type | null | unit | IPFIX | meaning |",
-        "|---|---|---|---|---|---|---|",
+        "Column groups: `core` is always present; each other group is the output of one meter and is left "
+        "out of the file (absent, not zero) when that meter is off. `flowtap.column_groups` lists the "
+        "file's groups; columns keep the order below, so files written with different settings concatenate "
+        "by name.",
+        "",
+        "| group | columns | present |",
+        "|---|---:|---|",
+        *[f"| `{g}` | {sum(c.group == g for c in COLUMNS)} | {GROUP_DOCS[g]} |" for g in GROUPS],
+        "",
+        "| # | column | group | type | null | unit | IPFIX | meaning |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for i, c in enumerate(COLUMNS):
-        out.append(f"| {i} | `{c.name}` | {c.type} | {'yes' if c.nullable else 'no'} | {c.unit} | "
+        out.append(f"| {i} | `{c.name}` | {c.group} | {c.type} | {'yes' if c.nullable else 'no'} | {c.unit} | "
                    f"{c.ipfix} | {c.doc} |")
     out += [
         "",
@@ -449,6 +498,7 @@ def markdown() -> str:
         "| `flowtap.record_version` | version of the per-packet record (ext/ft_record.h) |",
         "| `flowtap.bytes_definition` | what the byte counters count |",
         "| `flowtap.flow_end_reasons` | JSON: flow_end_reason code -> meaning |",
+        "| `flowtap.column_groups` | JSON list of the column groups in the file (see above) |",
         "| `flowtap.capture_source` | JSON list of the replayed files (or the capture interfaces) |",
         "| `flowtap.observer_host` | host name written in observer_host |",
         "| `flowtap.settings` | JSON: idle/active/closed timeouts (ns), max_flows, batch_rows, DPI budget "

@@ -157,14 +157,16 @@ Exit codes: 0 ok, 2 usage, 3 unreadable or malformed input (what was read is sti
               help="Progress on stderr (default: when stderr is a terminal).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON instead of text.")
 @click.option("--tcp-meter/--no-tcp-meter", default=True, show_default=True,
-              help="TCP loss and latency meters (docs/tcp.md). Off, the replay is faster, the TCP counters "
-                   "read 0 and the measurements null, and the file's flowtap.settings say tcp_meter false.")
+              help="TCP loss and latency meters (docs/tcp.md). Off, the replay is faster, the file has no "
+                   "TCP meter columns (column group tcp, docs/schema.md) and its flowtap.settings say "
+                   "tcp_meter false.")
 # ---- DPI (issue 5) ----
 @click.option("--rules", "rules", multiple=True, type=click.Path(exists=True), metavar="DIR",
               help="Extra rule files or directories of *.toml (repeatable); they override the shipped rules.")
 @click.option("--dpi-budget", default=16, show_default=True, type=click.IntRange(0, 255), metavar="N",
               help="Payload packets per flow (both directions) shown to the dissectors; 0 turns "
-                   "application classification off (no payload inspection, no rules).")
+                   "application classification off (no payload inspection, no rules; app_proto is null and "
+                   "the other DPI columns, column group dpi, are left out).")
 @click.option("--dpi-reasm-flows", default=4096, show_default=True, type=click.IntRange(0, 1 << 24),
               metavar="N",
               help="Flows whose first payload bytes (up to 4096 per direction) are reassembled at once, 8 kB "
@@ -416,7 +418,7 @@ EXIT_LIVE = 5
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.option("--dpi-budget", default=16, show_default=True, type=click.IntRange(0, 255), metavar="N",
               help="Payload packets per flow shown to the dissectors (each at most --snap-len bytes); "
-                   "0: off.")
+                   "0: off (no DPI columns but app_proto).")
 @click.option("--dpi-reasm-flows", default=4096, show_default=True, type=click.IntRange(0, 1 << 24),
               metavar="N",
               help="Flows whose first payload bytes are reassembled at once (8 kB each); 0: none.")

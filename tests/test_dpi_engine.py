@@ -16,6 +16,7 @@ from scapy.contrib.roce import BTH  # noqa: E402
 
 import pyarrow.parquet as pq  # noqa: E402
 
+from dpi import schema  # noqa: E402
 from dpi.engine import EngineConfig  # noqa: E402
 from dpi.replay import replay  # noqa: E402
 
@@ -105,6 +106,9 @@ def test_budget_and_off(capture, tmp_path):
     rows, _, _ = run(capture, tmp_path, dpi_budget=4)
     assert rows[40022]["dpi_packets"] == 4 and rows[443]["app_proto"] == "tls"
     rows, _, meta = run(capture, tmp_path, dpi_budget=0)
-    for r in rows.values():
-        assert r["app_proto"] is None and r["server_name"] is None and r["dpi_packets"] == 0
+    dpi_group = [c.name for c in schema.COLUMNS if c.group == "dpi"]
+    assert len(dpi_group) == 13 and "server_name" in dpi_group and "dpi_packets" in dpi_group
+    for r in rows.values():   # DPI off: app_proto (a core column) null, the DPI group's columns absent
+        assert r["app_proto"] is None and not set(dpi_group) & set(r)
+    assert json.loads(meta[b"flowtap.column_groups"]) == ["core", "roce", "tcp"]
     assert json.loads(meta[b"flowtap.counters"])["dpi"] == {}

@@ -124,29 +124,39 @@ def test_capture_takes_the_same_limits():
 
 
 def test_no_tcp_meter_switch(tmp_path):
-    """--no-tcp-meter: the sample's tcp_bulk flow (2 re-sent segments by its truth file) reads 0 and no RTT,
-    and the file says the meter was off; with the meter on it reads the truth."""
+    """--no-tcp-meter: the file has no TCP meter columns (absent, not zero: dpi.schema column groups) and
+    says the meter was off; the other columns are the same; with the meter on the sample's tcp_bulk flow
+    reads its truth (2 re-sent segments)."""
+    from dpi import schema
     root = Path(__file__).resolve().parents[1]
     truth = json.loads((root / "samples" / "sample.truth.json").read_text())
     bulk = next(f for f in truth["flows"] if f["name"] == "tcp_bulk")
+    tables = {}
     for on in (True, False):
         out = tmp_path / f"s{on}.parquet"
         subprocess.run([sys.executable, "-m", "probe.cli", "replay", str(root / "samples" / "sample.pcap"),
                         "-o", str(out), "--tcp-meter" if on else "--no-tcp-meter"], cwd=root, check=True,
                        capture_output=True)
-        t = pq.read_table(out)
+        t = tables[on] = pq.read_table(out)
         settings = json.loads(t.schema.metadata[b"flowtap.settings"])
         assert settings["tcp_meter"] is on
-        cols = ["src_port", "dst_port"] + [f"{x}_tcp_{c}" for x in ("src", "dst")
-                                           for c in ("retrans_packets", "upstream_retrans_packets",
-                                                     "rtt_samples")]
-        rows = [r for r in t.select(cols).to_pylist()
-                if r["src_port"] == bulk["src_port"] and r["dst_port"] == bulk["dst_port"]]
-        assert len(rows) == 1
-        r = rows[0]
-        # re-sent segments: of sequence space the probe had seen (lost after it) and of space it had not
-        # (lost before it, the gap filled later): 1 + 1 in the truth file
-        retrans = sum(r[f"{x}_tcp_{c}"] for x in ("src", "dst")
-                      for c in ("retrans_packets", "upstream_retrans_packets"))
-        assert retrans == (bulk["tcp_retransmitted_segments"] if on else 0)
-        assert (r["src_tcp_rtt_samples"] + r["dst_tcp_rtt_samples"] > 0) is on
+        groups = json.loads(t.schema.metadata[b"flowtap.column_groups"])
+        assert ("tcp" in groups) is on
+        tcp_cols = [c.name for c in schema.COLUMNS if c.group == "tcp"]
+        assert len(tcp_cols) == 70
+        assert all((c in t.schema.names) is on for c in tcp_cols)
+    on, off = tables[True], tables[False]
+    assert off.schema.names == [n for n in on.schema.names if n not in tcp_cols]
+    assert off.equals(on.select(off.schema.names))
+    cols = ["src_port", "dst_port"] + [f"{x}_tcp_{c}" for x in ("src", "dst")
+                                       for c in ("retrans_packets", "upstream_retrans_packets", "rtt_samples")]
+    rows = [r for r in on.select(cols).to_pylist()
+            if r["src_port"] == bulk["src_port"] and r["dst_port"] == bulk["dst_port"]]
+    assert len(rows) == 1
+    r = rows[0]
+    # re-sent segments: of sequence space the probe had seen (lost after it) and of space it had not
+    # (lost before it, the gap filled later): 1 + 1 in the truth file
+    retrans = sum(r[f"{x}_tcp_{c}"] for x in ("src", "dst")
+                  for c in ("retrans_packets", "upstream_retrans_packets"))
+    assert retrans == bulk["tcp_retransmitted_segments"]
+    assert r["src_tcp_rtt_samples"] + r["dst_tcp_rtt_samples"] > 0
