@@ -59,3 +59,44 @@ class CodedText:
         bitmap, nulls = validity(ok)
         return pa.StringArray.from_buffers(n, pa.py_buffer(offsets.astype(np.int32)), pa.py_buffer(data),
                                            bitmap, nulls)
+
+
+# ---- columns from shared zero pages --------------------------------------------------------------------------
+# A batch without RoCE records has ~90 RoCE columns that are all 0 or all null; pyarrow.nulls() allocated and
+# cleared a fresh buffer for each (31 MB per 65,536-row batch, 2 % of a replay in page clearing alone). These
+# columns share one zero buffer instead (immutable, so sharing is safe): np.zeros' pages are mapped on first
+# read from the kernel's zero page, never cleared.
+_ZERO: list = [pa.py_buffer(np.zeros(1 << 16, np.uint8))]
+
+
+def zero_buffer(nbytes: int) -> pa.Buffer:
+    """A read-only buffer of nbytes zero bytes (a slice of a shared one, grown when too small)."""
+    z = _ZERO[0]
+    if z.size < nbytes:
+        z = _ZERO[0] = pa.py_buffer(np.zeros(max(nbytes, 2 * z.size), np.uint8))
+    return z.slice(0, nbytes)
+
+
+def _data_bytes(typ: pa.DataType, n: int) -> int:
+    return (n * typ.bit_width + 7) // 8
+
+
+def zeros(typ: pa.DataType, n: int) -> pa.Array:
+    """n zeros of a fixed-width type, no nulls."""
+    return pa.Array.from_buffers(typ, n, [None, zero_buffer(_data_bytes(typ, n))], null_count=0)
+
+
+def nulls(typ: pa.DataType, n: int) -> pa.Array:
+    """n nulls of a fixed-width or string type (pyarrow.nulls without allocating)."""
+    bitmap = zero_buffer((n + 7) // 8)
+    if pa.types.is_string(typ):
+        return pa.Array.from_buffers(typ, n, [bitmap, zero_buffer(4 * (n + 1)), zero_buffer(0)], null_count=n)
+    return pa.Array.from_buffers(typ, n, [bitmap, zero_buffer(_data_bytes(typ, n))], null_count=n)
+
+
+def masked(values: np.ndarray, valid: np.ndarray, typ: pa.DataType) -> pa.Array:
+    """values (converted to typ's width) where valid, null elsewhere; from buffers (pyarrow.array(mask=)
+    imports numpy.ma, 15 ms)."""
+    data = np.ascontiguousarray(values, dtype=typ.to_pandas_dtype())
+    bitmap, n_null = validity(valid)
+    return pa.Array.from_buffers(typ, len(data), [bitmap, pa.py_buffer(data)], null_count=n_null)

@@ -9,7 +9,7 @@ import numpy as np
 import pyarrow as pa
 
 from . import _flowtable
-from .coded import CodedText, validity
+from .coded import CodedText, masked, validity
 from .rules import CONFIDENCE, Vocab
 
 # ft_dpi_out.set bits (ext/dpi/dpi_types.h)
@@ -127,7 +127,7 @@ def build(recs: np.ndarray, vocab: Vocab | None = None, group: bool = True) -> d
         for col, fname, bit in TEXT_FIELDS:
             ftype, off = fields[fname][:2]
             cols[col] = _text(raw, off, ftype.itemsize, (setb & bit) != 0)
-    cols["dns_qtype"] = pa.array(recs["dpi_dns_qtype"], pa.uint16(), mask=(setb & O_DNS_QTYPE) == 0)
-    cols["dns_rcode"] = pa.array(recs["dpi_dns_rcode"], pa.uint8(), mask=(setb & O_DNS_RCODE) == 0)
+    cols["dns_qtype"] = masked(recs["dpi_dns_qtype"], (setb & O_DNS_QTYPE) != 0, pa.uint16())
+    cols["dns_rcode"] = masked(recs["dpi_dns_rcode"], (setb & O_DNS_RCODE) != 0, pa.uint8())
     cols["dpi_packets"] = pa.array(recs["dpi_inspected"], pa.uint8())
     return cols

@@ -23,7 +23,7 @@ from . import _flowtable
 from . import roce_columns   # RoCE meter (issue 4)
 from . import tcp_columns   # TCP meter (issue 3)
 from . import dpi_columns
-from .coded import CodedText
+from .coded import CodedText, masked
 from ._reader import TUNNEL_NAMES
 from .schema import flow_schema
 
@@ -90,8 +90,7 @@ def _repeat(text: str, n: int) -> pa.Array:
     return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(b * n))
 
 
-def _masked(values: np.ndarray, valid: np.ndarray, typ: pa.DataType) -> pa.Array:
-    return pa.array(values, type=typ, mask=~valid)
+_masked = masked
 
 
 def build_batch(recs: np.ndarray, schema: pa.Schema, observer: str, seed: int = 0,
@@ -189,8 +188,12 @@ class RulesError(ValueError):
 class Engine:
     """Flow table + batch builder. Feed it record arrays with add(); finish with flush()."""
 
-    def __init__(self, config: EngineConfig | None = None, metadata: dict[str, str] | None = None):
+    def __init__(self, config: EngineConfig | None = None, metadata: dict[str, str] | None = None,
+                 host_sums: int = 0):
+        """host_sums: when > 0, self.hosts (_flowtable.HostSums of that capacity) sums every record's bytes
+        per host (the replay summary's top talkers)."""
         self.config = config or EngineConfig()
+        self.hosts = _flowtable.HostSums(host_sums) if host_sums > 0 else None
         self.config.validate()
         c = self.config
         # ---- DPI (issue 5): rules are checked before anything runs; a bad file stops the engine. With DPI
@@ -216,6 +219,8 @@ class Engine:
 
     def _batch(self) -> pa.RecordBatch:
         recs = self.table.take()
+        if self.hosts is not None:
+            self.hosts.add(recs)
         return build_batch(recs, self.schema, self.observer, self.config.community_id_seed,
                            self.table.taken_roce, self.dpi_vocab, self.table.taken_tcp)
 

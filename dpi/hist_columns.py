@@ -6,19 +6,17 @@ import numpy as np
 import pyarrow as pa
 
 from ._flowtable import hist_parts
-from .coded import validity
+from .coded import validity, zero_buffer, zeros
 from .schema import HIST_TYPE
 
 
 def null_hist(n: int) -> pa.Array:
     """A histogram column of n nulls. Its children stay valid (Parquet refuses nulls in non-nullable struct
     children), the struct is null."""
-    validity = pa.py_buffer(np.zeros((n + 7) // 8, np.uint8)) if n else None
-    return pa.Array.from_buffers(
-        HIST_TYPE, n, [validity], null_count=n,
-        children=[pa.array(np.zeros(n, np.int16), pa.int16()),
-                  pa.ListArray.from_arrays(pa.array(np.zeros(n + 1, np.int32)), pa.array([], pa.uint32())),
-                  pa.array(np.zeros(n, bool), pa.bool_())])
+    counts = pa.Array.from_buffers(pa.list_(pa.uint32()), n, [None, zero_buffer(4 * (n + 1))], null_count=0,
+                                   children=[pa.array([], pa.uint32())])
+    return pa.Array.from_buffers(HIST_TYPE, n, [zero_buffer((n + 7) // 8) if n else None], null_count=n,
+                                 children=[zeros(pa.int16(), n), counts, zeros(pa.bool_(), n)])
 
 
 def hist_column(n: int, rows: np.ndarray, sub: np.ndarray, prefix: str, srows: np.ndarray) -> pa.Array:

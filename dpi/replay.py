@@ -22,7 +22,7 @@ from .capture import CaptureError, CaptureReader
 from .engine import Engine, EngineConfig
 from .writer import FlowWriter
 
-TOP_HOSTS_CAP = 1_000_000  # distinct hosts kept for the top-talkers summary (bounded; counted when hit)
+TOP_HOSTS_CAP = 1_000_000  # distinct hosts summed for the top talkers (bounded; hosts beyond are counted)
 
 
 class _Held:
@@ -98,24 +98,12 @@ def endpoint(ip: str, port: int) -> str:
 
 
 class _Summary:
-    """Running top flows and top talkers over the written batches.
-
-    Top flows: the n largest of each batch, merged in a heap. Top talkers: exact byte sums per host,
-    aggregated with numpy over the host texts' bytes (_text_keys; hash, exact check, bincount; no Python
-    object per flow, no pyarrow.compute) and re-aggregated
-    whenever the pending partial sums exceed PENDING_MAX rows, so memory follows the number of distinct
-    hosts, which is capped at TOP_HOSTS_CAP (hosts beyond it are dropped from the ranking and counted).
-    """
-
-    PENDING_MAX = 1 << 20
+    """Running top flows over the written batches: the n largest of each batch, merged in a heap. Top talkers
+    come from the engine's HostSums (exact byte sums per host over every record, in C; dpi._flowtable)."""
 
     def __init__(self, n: int = 5):
         self.n = n
         self.flows: list[tuple] = []
-        self.hosts: list[pa.Array] = []
-        self.sums: list[np.ndarray] = []
-        self.pending = 0
-        self.capped = False
 
     def add(self, b: pa.RecordBatch) -> None:
         if b.num_rows == 0:
@@ -135,70 +123,9 @@ class _Summary:
             heapq.heappush(self.flows, item)
             if len(self.flows) > self.n:
                 heapq.heappop(self.flows)
-        self.hosts += [_text_keys(b.column("src_ip")), _text_keys(b.column("dst_ip"))]
-        self.sums += [tot, tot]
-        self.pending += 2 * b.num_rows
-        if self.pending > self.PENDING_MAX:
-            self._reduce()
 
-    def _reduce(self) -> None:
-        if not self.hosts:
-            return
-        width = max(h.shape[1] for h in self.hosts)
-        keys = np.concatenate([np.pad(h, ((0, 0), (0, width - h.shape[1]))) for h in self.hosts])
-        weights = np.concatenate(self.sums).astype(np.float64)
-        # group rows by a hash of their key words, then check every row against its group's first row, so
-        # the grouping is exact; on a collision (never seen) group by the whole key instead, more slowly
-        h = (keys * _HASH_MUL[:width]).sum(axis=1, dtype=np.uint64)   # width: key words
-        _, first, inv = np.unique(h, return_index=True, return_inverse=True)
-        if not (keys == keys[first[inv]]).all():
-            _, first, inv = np.unique(keys, axis=0, return_index=True, return_inverse=True)
-        # groups in order of first appearance, so that ties rank by it (as a dictionary encoding would)
-        perm = np.argsort(first, kind="stable")
-        rank = np.empty_like(perm)
-        rank[perm] = np.arange(len(perm))
-        first, inv = first[perm], rank[inv.reshape(-1)]
-        sums = np.bincount(inv, weights=weights, minlength=len(first))
-        hosts = keys[first]
-        if len(hosts) > TOP_HOSTS_CAP:
-            keep = np.argpartition(-sums, TOP_HOSTS_CAP - 1)[:TOP_HOSTS_CAP]
-            hosts, sums = hosts[keep], sums[keep]
-            self.capped = True
-        self.hosts, self.sums, self.pending = [hosts], [sums], len(hosts)
-
-    def result(self):
-        self._reduce()
-        flows = sorted(self.flows, reverse=True)
-        if not self.hosts:
-            return flows, []
-        sums = self.sums[0]
-        k = min(self.n, len(sums))
-        top = sorted(np.argpartition(-sums, k - 1)[:k], key=lambda i: (-sums[i], i))
-        names = [self.hosts[0][i].tobytes().rstrip(b"\0").decode() for i in top]
-        return flows, [(int(sums[i]), h) for i, h in zip(top, names)]
-
-
-# odd 64-bit multipliers, one per key word (a host text of up to 8 * 64 bytes)
-_HASH_MUL = (np.arange(1, 65, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)) | np.uint64(1)
-
-
-def _text_keys(col: pa.Array) -> np.ndarray:
-    """Each string of col as a row of uint64 words (its bytes, NUL-padded to a multiple of 8): an exact key,
-    since host texts hold no NUL. Gathered from the column's buffers; no Python object per row."""
-    n = len(col)
-    _validity, obuf, dbuf = col.buffers()[:3]
-    offsets = np.frombuffer(obuf, np.int32, count=n + 1, offset=col.offset * 4).astype(np.int64)
-    data = np.frombuffer(dbuf, np.uint8) if dbuf is not None else np.zeros(0, np.uint8)
-    lens = np.diff(offsets)
-    width = max(8, -(-int(lens.max(initial=0)) // 8) * 8)
-    if width > 8 * len(_HASH_MUL):
-        raise ValueError(f"host text of {width} bytes is longer than the summary's keys")
-    mat = np.zeros((n, width), np.uint8)
-    total = int(offsets[-1] - offsets[0])
-    if total:
-        rows = np.repeat(np.arange(n), lens)
-        mat[rows, np.arange(total) - np.repeat(offsets[:-1] - offsets[0], lens)] = data[offsets[0]:offsets[-1]]
-    return mat.view(np.uint64)
+    def result(self) -> list[tuple]:
+        return sorted(self.flows, reverse=True)
 
 
 def replay(paths: list[str], output: str, config: EngineConfig | None = None, fmt: str | None = None,
@@ -223,7 +150,7 @@ def replay(paths: list[str], output: str, config: EngineConfig | None = None, fm
         "flowtap.capture_source": json.dumps([os.path.abspath(p) for p in paths]),
         "flowtap.settings": json.dumps(config.settings()),
     }
-    engine = Engine(config, meta)
+    engine = Engine(config, meta, host_sums=TOP_HOSTS_CAP)
     meta["flowtap.observer_host"] = engine.observer
     engine.schema = engine.schema.with_metadata({**engine.schema.metadata,
                                                  b"flowtap.observer_host": engine.observer.encode()})
@@ -292,6 +219,7 @@ def replay(paths: list[str], output: str, config: EngineConfig | None = None, fm
     res.records = c["records_exported"]
     res.flows = c["flows_created"]
     res.elapsed_s = time.monotonic() - t0
-    res.top_flows, res.top_hosts = summary.result()
-    res.hosts_capped = summary.capped
+    res.top_flows = summary.result()
+    res.top_hosts = engine.hosts.top(5)
+    res.hosts_capped = engine.hosts.hosts_dropped > 0
     return res

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from .coded import CodedText
+from .coded import CodedText, masked, nulls, zeros
 from .hist_columns import hist_column, null_hist
 from .schema import ROCE_LATENCIES, ROCE_PAIRINGS, ROCE_TRANSPORTS
 
@@ -37,7 +37,7 @@ def _coded(codes: np.ndarray, valid: np.ndarray, table: CodedText) -> pa.Array:
 
 
 def _measure(values: np.ndarray, valid: np.ndarray) -> pa.Array:
-    return pa.array(values.astype(np.int64), type=pa.int64(), mask=~valid)
+    return masked(values, valid, pa.int64())
 
 
 def _hist(sub: np.ndarray, roce_row: np.ndarray, prefix: str, valid: np.ndarray) -> pa.Array:
@@ -49,22 +49,21 @@ def _hist(sub: np.ndarray, roce_row: np.ndarray, prefix: str, valid: np.ndarray)
 def _no_roce(n: int) -> dict[str, pa.Array]:
     """The columns of a batch without a RoCE record (most batches): counters 0 from one zero buffer,
     everything else null; the same values build() gives non-RoCE rows."""
-    zero = pa.py_buffer(np.zeros(max(n, 1) * 8, np.uint8))
     cols: dict[str, pa.Array] = {
-        "roce_transport": pa.nulls(n, pa.string()), "roce_pairing": pa.nulls(n, pa.string()),
-        "roce_src_qpn": pa.nulls(n, pa.uint32()), "roce_dst_qpn": pa.nulls(n, pa.uint32()),
-        "roce_path_mtu": pa.nulls(n, pa.uint16()),
+        "roce_transport": nulls(pa.string(), n), "roce_pairing": nulls(pa.string(), n),
+        "roce_src_qpn": nulls(pa.uint32(), n), "roce_dst_qpn": nulls(pa.uint32(), n),
+        "roce_path_mtu": nulls(pa.uint16(), n),
     }
     for x in ("src", "dst"):
         f = f"roce_{x}_"
         for name, typ in _COUNTERS:
-            cols[f + name] = pa.Array.from_buffers(typ, n, [None, zero], 0)
-        cols[f + "mean_message_bytes"] = pa.nulls(n, pa.float64())
+            cols[f + name] = zeros(typ, n)
+        cols[f + "mean_message_bytes"] = nulls(pa.float64(), n)
         for lat in ROCE_LATENCIES:
             p = f + lat
-            cols[p + "_samples"] = pa.Array.from_buffers(pa.uint32(), n, [None, zero], 0)
+            cols[p + "_samples"] = zeros(pa.uint32(), n)
             for st in ("min_ns", "mean_ns", "max_ns", "p50_ns", "p99_ns"):
-                cols[f"{p}_{st}"] = pa.nulls(n, pa.int64())
+                cols[f"{p}_{st}"] = nulls(pa.int64(), n)
             cols[p + "_hist"] = null_hist(n)
     return cols
 
@@ -93,18 +92,18 @@ def build(recs: np.ndarray, roce_recs: np.ndarray) -> dict[str, pa.Array]:
         out[rows] = values
         return out
 
-    def nulls(typ: pa.DataType) -> pa.Array:
-        return pa.nulls(n, typ)
+    def nulls_(typ: pa.DataType) -> pa.Array:
+        return nulls(typ, n)
 
     cols: dict[str, pa.Array] = {}
     tr = full(sub["roce_transport_code"])
     cols["roce_transport"] = _coded(tr, roce & (tr != _TR_NONE), _TRANSPORT_TEXT)
     cols["roce_pairing"] = _coded(full(sub["roce_pairing_code"]), roce, _PAIRING_TEXT)
     qv = full(sub["roce_qpn_valid"])
-    cols["roce_src_qpn"] = pa.array(full(sub["roce_src_qpn"]), pa.uint32(), mask=~((qv & 1) != 0))
-    cols["roce_dst_qpn"] = pa.array(full(sub["roce_dst_qpn"]), pa.uint32(), mask=~((qv & 2) != 0))
+    cols["roce_src_qpn"] = masked(full(sub["roce_src_qpn"]), (qv & 1) != 0, pa.uint32())
+    cols["roce_dst_qpn"] = masked(full(sub["roce_dst_qpn"]), (qv & 2) != 0, pa.uint32())
     mtu = full(sub["roce_path_mtu"])
-    cols["roce_path_mtu"] = pa.array(mtu, pa.uint16(), mask=~(roce & (mtu != 0)))
+    cols["roce_path_mtu"] = masked(mtu, roce & (mtu != 0), pa.uint16())
     for x in ("src", "dst"):
         f = f"roce_{x}_"
         for name, typ in _COUNTERS:
@@ -113,8 +112,8 @@ def build(recs: np.ndarray, roce_recs: np.ndarray) -> dict[str, pa.Array]:
         has = full(msgs > 0) if len(rows) else np.zeros(n, dtype=bool)
         mean = np.divide(sub[f + "message_bytes"].astype(np.float64), msgs.astype(np.float64),
                          out=np.zeros(len(rows)), where=msgs > 0)
-        cols[f + "mean_message_bytes"] = pa.array(full(mean), pa.float64(), mask=~has) if has.any() \
-            else nulls(pa.float64())
+        cols[f + "mean_message_bytes"] = masked(full(mean), has, pa.float64()) if has.any() \
+            else nulls_(pa.float64())
         for lat in ROCE_LATENCIES:
             p = f + lat
             cnt = full(sub[p + "_samples"])
@@ -122,7 +121,7 @@ def build(recs: np.ndarray, roce_recs: np.ndarray) -> dict[str, pa.Array]:
             cols[p + "_samples"] = pa.array(cnt, pa.uint32())
             if not has.any():
                 for st in ("min_ns", "mean_ns", "max_ns", "p50_ns", "p99_ns"):
-                    cols[f"{p}_{st}"] = nulls(pa.int64())
+                    cols[f"{p}_{st}"] = nulls_(pa.int64())
                 cols[p + "_hist"] = _hist(sub, roce_row, p, has)
                 continue
             cols[p + "_min_ns"] = _measure(full(sub[p + "_min_ns"]), has)

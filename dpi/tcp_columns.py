@@ -13,7 +13,7 @@ import numpy as np
 import pyarrow as pa
 
 from ._flowtable import scatter_fields
-from .coded import validity
+from .coded import nulls, validity, zeros
 from .hist_columns import hist_column, null_hist
 
 # counters per direction: record field suffix (after tcp_src_/tcp_dst_) -> Arrow type
@@ -59,15 +59,14 @@ def _names() -> list[str]:
 
 def _no_tcp(n: int) -> dict[str, pa.Array]:
     """The columns of a batch without a TCP record: counters 0, measurements null, from one zero buffer."""
-    zero = pa.py_buffer(np.zeros(max(n, 1) * 8, np.uint8))
     cols: dict[str, pa.Array] = {}
     for x in ("src", "dst"):
         for name, typ in _COUNTERS + (("rtt_samples", pa.uint32()), ("ts_rtt_samples", pa.uint32())):
-            cols[f"{x}_tcp_{name}"] = pa.Array.from_buffers(typ, n, [None, zero], 0)
-    cols["tcp_art_samples"] = pa.Array.from_buffers(pa.uint32(), n, [None, zero], 0)
+            cols[f"{x}_tcp_{name}"] = zeros(typ, n)
+    cols["tcp_art_samples"] = zeros(pa.uint32(), n)
     for name in _names():
         if name not in cols:
-            cols[name] = null_hist(n) if name.endswith("_hist") else pa.nulls(n, pa.int64())
+            cols[name] = null_hist(n) if name.endswith("_hist") else nulls(pa.int64(), n)
     return cols
 
 

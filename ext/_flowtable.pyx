@@ -1679,6 +1679,136 @@ def text_columns(recs, uint16_t seed=0):
     return ((src_off, src_data[:spos]), (dst_off, dst_data[:dpos]), (cid_off, cid_data[:30 * n]))
 
 
+cdef struct ft_host:
+    uint8_t addr[16]
+    uint64_t bytes
+    uint8_t ip_version
+
+
+cdef class HostSums:
+    """Exact bytes sent + received per host (IP version and address) over flow records: the replay summary's
+    top talkers. An open-addressing table of indexes into an array of hosts kept in order of first
+    appearance (ties rank by it); at most cap hosts: the hosts of records beyond that are not counted
+    (hosts_dropped says how many times), so memory is bounded. One C pass per batch of FLOWREC_DTYPE."""
+    cdef int32_t *slots        # 1 + index into hosts; 0: empty
+    cdef uint32_t nslots
+    cdef ft_host *hosts
+    cdef int64_t n, hcap
+    cdef readonly int64_t cap
+    cdef readonly uint64_t hosts_dropped
+
+    def __cinit__(self, int64_t cap=1_000_000):
+        if not 1 <= cap <= (1 << 30):
+            raise ValueError(f"cap must be between 1 and {1 << 30}, not {cap}")
+        self.cap = cap
+        self.nslots = 1024
+        self.hcap = 256
+        self.slots = <int32_t *> _calloc_or_raise(self.nslots, sizeof(int32_t))
+        self.hosts = <ft_host *> _calloc_or_raise(self.hcap, sizeof(ft_host))
+
+    def __dealloc__(self):
+        free(self.slots)
+        free(self.hosts)
+
+    cdef int grow(self) except -1 nogil:
+        """Double the slots (load factor stays <= 1/2) and, when needed, the host array."""
+        cdef uint32_t ns = self.nslots * 2, j, mask = ns - 1
+        cdef int32_t *sl = <int32_t *> calloc(ns, sizeof(int32_t))
+        cdef int64_t i
+        if sl == NULL:
+            with gil:
+                raise MemoryError()
+        for i in range(self.n):
+            j = ft_hash_words(self.hosts[i].addr, 16) & mask
+            while sl[j] != 0:
+                j = (j + 1) & mask
+            sl[j] = <int32_t> (i + 1)
+        free(self.slots)
+        self.slots = sl
+        self.nslots = ns
+        return 0
+
+    cdef int put(self, int ip_version, const uint8_t *addr, uint64_t nbytes) except -1 nogil:
+        cdef uint32_t mask = self.nslots - 1
+        cdef uint32_t j = ft_hash_words(addr, 16) & mask
+        cdef int32_t k
+        cdef ft_host *h
+        cdef ft_host *grown
+        while True:
+            k = self.slots[j]
+            if k == 0:
+                break
+            h = &self.hosts[k - 1]
+            if h.ip_version == ip_version and memcmp(h.addr, addr, 16) == 0:
+                h.bytes += nbytes
+                return 0
+            j = (j + 1) & mask
+        if self.n >= self.cap:
+            self.hosts_dropped += 1
+            return 0
+        if self.n == self.hcap:
+            grown = <ft_host *> realloc(self.hosts, 2 * self.hcap * sizeof(ft_host))
+            if grown == NULL:
+                with gil:
+                    raise MemoryError()
+            self.hosts = grown
+            self.hcap *= 2
+        h = &self.hosts[self.n]
+        memcpy(h.addr, addr, 16)
+        h.ip_version = <uint8_t> ip_version
+        h.bytes = nbytes
+        self.n += 1
+        self.slots[j] = <int32_t> self.n
+        if 2 * self.n > self.nslots:
+            self.grow()
+        return 0
+
+    def add(self, recs):
+        """Add the bytes (src_bytes + dst_bytes) of each record of an array of FLOWREC_DTYPE to each of its
+        two hosts (a host talking to itself sent and received them: twice)."""
+        if recs.dtype != FLOWREC_DTYPE:
+            raise TypeError("HostSums.add wants an array of FLOWREC_DTYPE")
+        cdef Py_ssize_t n = len(recs), i
+        if n == 0:
+            return
+        recs = np.ascontiguousarray(recs)
+        cdef const uint8_t[::1] raw = recs.view(np.uint8).reshape(-1)
+        cdef const ft_flowrec *r
+        cdef uint64_t tot
+        with nogil:
+            for i in range(n):
+                r = &(<const ft_flowrec *> &raw[0])[i]
+                tot = r.src_bytes + r.dst_bytes
+                self.put(r.ip_version, r.src_addr, tot)
+                self.put(r.ip_version, r.dst_addr, tot)
+
+    def __len__(self):
+        return self.n
+
+    def top(self, int k):
+        """The k largest hosts as [(bytes, host text)], largest first; ties in order of first appearance."""
+        cdef int64_t i
+        if self.n == 0 or k <= 0:
+            return []
+        sums = np.empty(self.n, np.uint64)
+        cdef uint64_t[::1] sv = sums
+        for i in range(self.n):
+            sv[i] = self.hosts[i].bytes
+        k = min(k, self.n)
+        cand = np.argpartition(-sums.astype(np.float64), k - 1)[:k] if self.n > k else np.arange(self.n)
+        # argpartition may cut within a run of ties: take every host equal to the k-th sum, then rank
+        kth = sums[cand].min()
+        cand = np.flatnonzero(sums >= kth)
+        order = sorted(cand.tolist(), key=lambda j: (-int(sums[j]), j))[:k]
+        cdef char buf[64]
+        cdef int ln
+        out = []
+        for j in order:
+            ln = ft_addr_text(self.hosts[j].ip_version, self.hosts[j].addr, buf)
+            out.append((int(sums[j]), buf[:ln].decode()))
+        return out
+
+
 # ---- DPI (issue 5): labels, dissectors, rule installation, a one-flow harness for tests -----------------
 
 def dpi_labels():

@@ -302,9 +302,17 @@ def format_summary(res) -> str:
         lines.append("  top talkers (bytes sent + received):")
         for b, h in res.top_hosts:
             lines.append(f"    {_size(b):>10}  {h}")
+        if res.hosts_capped:
+            lines.append("    (more distinct hosts than the summary keeps: hosts seen after the first "
+                         f"{_top_hosts_cap():,} were not ranked)")
     if res.errors:
         lines.append(f"  {len(res.errors)} input error(s), see stderr; everything read before them was written")
     return "\n".join(lines)
+
+
+def _top_hosts_cap() -> int:
+    from dpi.replay import TOP_HOSTS_CAP
+    return TOP_HOSTS_CAP
 
 
 INSPECT_EPILOG = """
