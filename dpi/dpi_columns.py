@@ -9,7 +9,7 @@ import numpy as np
 import pyarrow as pa
 
 from . import _flowtable
-from .coded import CodedText, masked, validity
+from .coded import CodedText, masked, plain, validity
 from .rules import CONFIDENCE, Vocab
 
 # ft_dpi_out.set bits (ext/dpi/dpi_types.h)
@@ -129,5 +129,5 @@ def build(recs: np.ndarray, vocab: Vocab | None = None, group: bool = True) -> d
             cols[col] = _text(raw, off, ftype.itemsize, (setb & bit) != 0)
     cols["dns_qtype"] = masked(recs["dpi_dns_qtype"], (setb & O_DNS_QTYPE) != 0, pa.uint16())
     cols["dns_rcode"] = masked(recs["dpi_dns_rcode"], (setb & O_DNS_RCODE) != 0, pa.uint8())
-    cols["dpi_packets"] = pa.array(recs["dpi_inspected"], pa.uint8())
+    cols["dpi_packets"] = plain(recs["dpi_inspected"], pa.uint8())
     return cols

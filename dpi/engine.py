@@ -23,7 +23,7 @@ from . import _flowtable
 from . import roce_columns   # RoCE meter (issue 4)
 from . import tcp_columns   # TCP meter (issue 3)
 from . import dpi_columns
-from .coded import CodedText, masked
+from .coded import CodedText, masked, plain
 from ._reader import TUNNEL_NAMES
 from .schema import flow_schema
 
@@ -116,37 +116,37 @@ def build_batch(recs: np.ndarray, schema: pa.Schema, observer: str, seed: int = 
     src_flags = recs["src_tcp_flags"]
     dst_flags = recs["dst_tcp_flags"]
     cols = {
-        "flow_id": pa.array(recs["flow_id"], pa.uint64()),
-        "record_seq": pa.array(recs["rec_seq"], pa.uint32()),
+        "flow_id": plain(recs["flow_id"], pa.uint64()),
+        "record_seq": plain(recs["rec_seq"], pa.uint32()),
         "community_id": _strings(co, cd),
         "observer_host": _repeat(observer, n),
-        "flow_start": pa.array(start, pa.int64()).view(pa.timestamp("ns", tz="UTC")),
-        "flow_end": pa.array(end, pa.int64()).view(pa.timestamp("ns", tz="UTC")),
-        "duration_ns": pa.array(end - start, pa.int64()),
-        "flow_end_reason": pa.array(recs["end_reason"], pa.uint8()),
-        "ip_version": pa.array(recs["ip_version"], pa.uint8()),
+        "flow_start": plain(start, pa.int64()).view(pa.timestamp("ns", tz="UTC")),
+        "flow_end": plain(end, pa.int64()).view(pa.timestamp("ns", tz="UTC")),
+        "duration_ns": plain(end - start, pa.int64()),
+        "flow_end_reason": plain(recs["end_reason"], pa.uint8()),
+        "ip_version": plain(recs["ip_version"], pa.uint8()),
         "src_ip": _strings(so, sd),
         "dst_ip": _strings(do, dd),
-        "src_port": pa.array(recs["src_port"], pa.uint16()),
-        "dst_port": pa.array(recs["dst_port"], pa.uint16()),
-        "protocol": pa.array(proto, pa.uint8()),
-        "vlan_id": pa.array(recs["vlan_id"], pa.uint16()),
-        "outer_vlan_id": pa.array(recs["outer_vlan_id"], pa.uint16()),
-        "dscp": pa.array(recs["tos"] >> 2, pa.uint8()),
+        "src_port": plain(recs["src_port"], pa.uint16()),
+        "dst_port": plain(recs["dst_port"], pa.uint16()),
+        "protocol": plain(proto, pa.uint8()),
+        "vlan_id": plain(recs["vlan_id"], pa.uint16()),
+        "outer_vlan_id": plain(recs["outer_vlan_id"], pa.uint16()),
+        "dscp": plain(recs["tos"] >> 2, pa.uint8()),
         "tunnel_type": _TUNNEL_TEXT(tun),
         "tunnel_id": _masked(recs["tunnel_id"], tunnelled, pa.uint32()),
-        "src_packets": pa.array(recs["src_packets"], pa.uint64()),
-        "dst_packets": pa.array(recs["dst_packets"], pa.uint64()),
-        "src_bytes": pa.array(recs["src_bytes"], pa.uint64()),
-        "dst_bytes": pa.array(recs["dst_bytes"], pa.uint64()),
+        "src_packets": plain(recs["src_packets"], pa.uint64()),
+        "dst_packets": plain(recs["dst_packets"], pa.uint64()),
+        "src_bytes": plain(recs["src_bytes"], pa.uint64()),
+        "dst_bytes": plain(recs["dst_bytes"], pa.uint64()),
         "tcp_flags": _masked(src_flags | dst_flags, is_tcp, pa.uint16()),
         "src_tcp_flags": _masked(src_flags, is_tcp, pa.uint16()),
         "dst_tcp_flags": _masked(dst_flags, is_tcp, pa.uint16()),
         "icmp_type": _masked(recs["icmp_type"], has_icmp, pa.uint8()),
         "icmp_code": _masked(recs["icmp_code"], has_icmp, pa.uint8()),
-        "truncated_packets": pa.array(recs["truncated_packets"], pa.uint32()),
-        "fragment_packets": pa.array(recs["fragment_packets"], pa.uint32()),
-        "interface": pa.array(recs["iface"], pa.uint16()),
+        "truncated_packets": plain(recs["truncated_packets"], pa.uint32()),
+        "fragment_packets": plain(recs["fragment_packets"], pa.uint32()),
+        "interface": plain(recs["iface"], pa.uint16()),
     }
     names = schema.names
     if "roce_transport" in names:

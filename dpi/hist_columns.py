@@ -6,7 +6,7 @@ import numpy as np
 import pyarrow as pa
 
 from ._flowtable import hist_parts
-from .coded import validity, zero_buffer, zeros
+from .coded import plain, validity, zero_buffer, zeros
 from .schema import HIST_TYPE
 
 
@@ -37,8 +37,8 @@ def hist_column(n: int, rows: np.ndarray, sub: np.ndarray, prefix: str, srows: n
     has[rows] = len_r > 0
     folded = np.zeros(n, dtype=bool)
     folded[rows] = coll_r
-    lists = pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), pa.array(values, pa.uint32()))
+    lists = pa.ListArray.from_arrays(plain(offsets, pa.int32()), plain(values, pa.uint32()))
     # from buffers: StructArray.from_arrays(mask=...) would import pyarrow.compute (dpi/coded.py says why not)
     bitmap, nulls = validity(has)
     return pa.Array.from_buffers(HIST_TYPE, n, [bitmap], null_count=nulls,
-                                 children=[pa.array(first, pa.int16()), lists, pa.array(folded, pa.bool_())])
+                                 children=[plain(first, pa.int16()), lists, plain(folded, pa.bool_())])

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from .coded import CodedText, masked, nulls, zeros
+from .coded import CodedText, masked, nulls, plain, zeros
 from .hist_columns import hist_column, null_hist
 from .schema import ROCE_LATENCIES, ROCE_PAIRINGS, ROCE_TRANSPORTS
 
@@ -107,7 +107,7 @@ def build(recs: np.ndarray, roce_recs: np.ndarray) -> dict[str, pa.Array]:
     for x in ("src", "dst"):
         f = f"roce_{x}_"
         for name, typ in _COUNTERS:
-            cols[f + name] = pa.array(full(sub[f + name]), typ)
+            cols[f + name] = plain(full(sub[f + name]), typ)
         msgs = sum(sub[f + k].astype(np.uint64) for k in _MESSAGES)
         has = full(msgs > 0) if len(rows) else np.zeros(n, dtype=bool)
         mean = np.divide(sub[f + "message_bytes"].astype(np.float64), msgs.astype(np.float64),
@@ -118,7 +118,7 @@ def build(recs: np.ndarray, roce_recs: np.ndarray) -> dict[str, pa.Array]:
             p = f + lat
             cnt = full(sub[p + "_samples"])
             has = cnt > 0
-            cols[p + "_samples"] = pa.array(cnt, pa.uint32())
+            cols[p + "_samples"] = plain(cnt, pa.uint32())
             if not has.any():
                 for st in ("min_ns", "mean_ns", "max_ns", "p50_ns", "p99_ns"):
                     cols[f"{p}_{st}"] = nulls_(pa.int64())
