@@ -329,6 +329,8 @@ cdef extern from "ft_flow.h" nogil:
 
 cdef extern from "ft_util.h" nogil:
     uint32_t ft_hash_words(const void *buf, size_t len)
+    int ft_sha1_short(const uint8_t *msg, size_t len, uint8_t out[20])
+    int ft_sha1_portable
     int ft_community_id(uint16_t seed, int ip_version, const uint8_t *saddr, const uint8_t *daddr,
                         uint8_t proto, uint16_t sport, uint16_t dport, char *out)
     int ft_addr_text(int ip_version, const uint8_t *addr, char *out)
@@ -2057,6 +2059,19 @@ def _crypto_sha256(const uint8_t[::1] data, bint portable=False):
     ft_sha256_final(&s, out)
     ft_sha_portable = 0
     return bytes(out[:32])
+
+
+def _sha1_short(const uint8_t[::1] msg, bint portable=False):
+    """SHA-1 of a message of at most 55 bytes, as the Community ID computes it (ext/ft_util.h), for tests
+    against hashlib: SHA-NI when the CPU has it, or the C path with portable."""
+    cdef uint8_t out[20]
+    cdef uint8_t empty = 0
+    if msg.shape[0] > 55:
+        raise ValueError("at most 55 bytes")
+    ft_sha1_portable = portable
+    ft_sha1_short(&msg[0] if msg.shape[0] else &empty, msg.shape[0], out)
+    ft_sha1_portable = 0
+    return bytes(out[:20])
 
 
 def _crypto_hmac_sha256(bytes key, bytes msg):

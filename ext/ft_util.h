@@ -7,6 +7,7 @@
 #include <stdint.h>
 #include <string.h>
 #include <arpa/inet.h>
+#include "ft_cpu.h"
 
 /* 64-bit mix of a buffer whose length is a multiple of 8 (the 48-byte flow key). Returns 32 bits. */
 static inline uint32_t ft_hash_words(const void *buf, size_t len)
@@ -29,26 +30,16 @@ static inline uint32_t ft_hash_words(const void *buf, size_t len)
 /* ---- SHA-1 over a short message (<= 55 bytes: one block), which is all the Community ID needs ---- */
 static inline uint32_t ft_rol32(uint32_t x, int n) { return (x << n) | (x >> (32 - n)); }
 
-/* Writes the 20-byte digest of msg[0..len) to out. len must be <= 55. Returns 0, or -1 if too long. */
-static inline int ft_sha1_short(const uint8_t *msg, size_t len, uint8_t out[20])
+/* The SHA-1 compression of one 64-byte block into h[5], in C. */
+static inline void ft_sha1_block_c(uint32_t hs[5], const uint8_t block[64])
 {
-    if (len > 55)
-        return -1;
-    uint8_t block[64];
-    memset(block, 0, sizeof(block));
-    memcpy(block, msg, len);
-    block[len] = 0x80;
-    uint64_t bits = (uint64_t)len * 8;
-    for (int i = 0; i < 8; i++)
-        block[63 - i] = (uint8_t)(bits >> (8 * i));
     uint32_t w[80];
     for (int i = 0; i < 16; i++)
         w[i] = (uint32_t)block[4 * i] << 24 | (uint32_t)block[4 * i + 1] << 16 |
                (uint32_t)block[4 * i + 2] << 8 | block[4 * i + 3];
     for (int i = 16; i < 80; i++)
         w[i] = ft_rol32(w[i - 3] ^ w[i - 8] ^ w[i - 14] ^ w[i - 16], 1);
-    uint32_t h0 = 0x67452301, h1 = 0xEFCDAB89, h2 = 0x98BADCFE, h3 = 0x10325476, h4 = 0xC3D2E1F0;
-    uint32_t a = h0, b = h1, c = h2, d = h3, e = h4;
+    uint32_t a = hs[0], b = hs[1], c = hs[2], d = hs[3], e = hs[4];
     for (int i = 0; i < 80; i++) {
         uint32_t f, k;
         if (i < 20) {
@@ -71,8 +62,100 @@ static inline int ft_sha1_short(const uint8_t *msg, size_t len, uint8_t out[20])
         b = a;
         a = t;
     }
-    h0 += a; h1 += b; h2 += c; h3 += d; h4 += e;
-    uint32_t hs[5] = {h0, h1, h2, h3, h4};
+    hs[0] += a; hs[1] += b; hs[2] += c; hs[3] += d; hs[4] += e;
+}
+
+
+/* ft_sha1_portable forces the C path (tests compare the two). */
+static int ft_sha1_portable;
+#if FT_X86_FEATURES
+static int ft_sha1_ni_state = -1;
+
+/* One group of four SHA-1 rounds with SHA-NI: e_cur takes the next E from the state saved by the previous
+ * group (sha1nexte) and the group's message words xg, e_prev saves the state for the next group; the message
+ * schedule advances meanwhile (words x1 = W[g+1], x2 = W[g+2], x3 = W[g+3] of xg = W[g], all mod 4), only
+ * in the groups whose results a later group reads (g 1..16 msg1, 2..17 xor, 3..18 msg2). */
+#define FT_SHA1_NI_GROUP(g, e_cur, e_prev, xg, x1, x2, x3, f)                                      \
+    do {                                                                                           \
+        e_cur = _mm_sha1nexte_epu32(e_cur, xg);                                                    \
+        e_prev = abcd;                                                                             \
+        if ((g) >= 3 && (g) <= 18)                                                                 \
+            x1 = _mm_sha1msg2_epu32(x1, xg);                                                       \
+        abcd = _mm_sha1rnds4_epu32(abcd, e_cur, f);                                                \
+        if ((g) >= 1 && (g) <= 16)                                                                 \
+            x3 = _mm_sha1msg1_epu32(x3, xg);                                                       \
+        if ((g) >= 2 && (g) <= 17)                                                                 \
+            x2 = _mm_xor_si128(x2, xg);                                                            \
+    } while (0)
+
+/* The SHA-1 compression of one 64-byte block into hs[5] with the SHA extensions (sha1rnds4 does four
+ * rounds; the state is kept as one ABCD vector, A in the top lane, and E in the top lane of another). */
+__attribute__((target("sha,sse4.1"))) static inline void ft_sha1_block_ni(uint32_t hs[5], const uint8_t *b)
+{
+    const __m128i rev = _mm_set_epi64x(0x0001020304050607ULL, 0x08090a0b0c0d0e0fULL); /* big-endian words */
+    __m128i abcd = _mm_shuffle_epi32(_mm_loadu_si128((const __m128i *)hs), 0x1B);
+    __m128i e0 = _mm_set_epi32((int)hs[4], 0, 0, 0), e1;
+    const __m128i abcd_in = abcd, e_in = e0;
+    __m128i w0 = _mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)(b + 0)), rev);
+    __m128i w1 = _mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)(b + 16)), rev);
+    __m128i w2 = _mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)(b + 32)), rev);
+    __m128i w3 = _mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)(b + 48)), rev);
+    e0 = _mm_add_epi32(e0, w0); /* group 0: E is the input's e */
+    e1 = abcd;
+    abcd = _mm_sha1rnds4_epu32(abcd, e0, 0);
+    FT_SHA1_NI_GROUP(1, e1, e0, w1, w2, w3, w0, 0);
+    FT_SHA1_NI_GROUP(2, e0, e1, w2, w3, w0, w1, 0);
+    FT_SHA1_NI_GROUP(3, e1, e0, w3, w0, w1, w2, 0);
+    FT_SHA1_NI_GROUP(4, e0, e1, w0, w1, w2, w3, 0);
+    FT_SHA1_NI_GROUP(5, e1, e0, w1, w2, w3, w0, 1);
+    FT_SHA1_NI_GROUP(6, e0, e1, w2, w3, w0, w1, 1);
+    FT_SHA1_NI_GROUP(7, e1, e0, w3, w0, w1, w2, 1);
+    FT_SHA1_NI_GROUP(8, e0, e1, w0, w1, w2, w3, 1);
+    FT_SHA1_NI_GROUP(9, e1, e0, w1, w2, w3, w0, 1);
+    FT_SHA1_NI_GROUP(10, e0, e1, w2, w3, w0, w1, 2);
+    FT_SHA1_NI_GROUP(11, e1, e0, w3, w0, w1, w2, 2);
+    FT_SHA1_NI_GROUP(12, e0, e1, w0, w1, w2, w3, 2);
+    FT_SHA1_NI_GROUP(13, e1, e0, w1, w2, w3, w0, 2);
+    FT_SHA1_NI_GROUP(14, e0, e1, w2, w3, w0, w1, 2);
+    FT_SHA1_NI_GROUP(15, e1, e0, w3, w0, w1, w2, 3);
+    FT_SHA1_NI_GROUP(16, e0, e1, w0, w1, w2, w3, 3);
+    FT_SHA1_NI_GROUP(17, e1, e0, w1, w2, w3, w0, 3);
+    FT_SHA1_NI_GROUP(18, e0, e1, w2, w3, w0, w1, 3);
+    FT_SHA1_NI_GROUP(19, e1, e0, w3, w0, w1, w2, 3);
+    e0 = _mm_sha1nexte_epu32(e0, e_in); /* e0: the state before the last group */
+    abcd = _mm_add_epi32(abcd, abcd_in);
+    _mm_storeu_si128((__m128i *)hs, _mm_shuffle_epi32(abcd, 0x1B));
+    hs[4] = (uint32_t)_mm_extract_epi32(e0, 3);
+}
+
+static inline int ft_sha1_ni(void)
+{
+    if (ft_sha1_ni_state < 0)
+        ft_sha1_ni_state = FT_CPU_SHA() && FT_CPU_SSE41() ? 1 : 0;
+    return ft_sha1_ni_state && !ft_sha1_portable;
+}
+#endif
+
+/* Writes the 20-byte SHA-1 digest of msg[0..len) to out. len must be <= 55 (one block). Returns 0, or -1 if
+ * too long. SHA-NI when the CPU has it: the Community ID of every record is one of these. */
+static inline int ft_sha1_short(const uint8_t *msg, size_t len, uint8_t out[20])
+{
+    if (len > 55)
+        return -1;
+    uint8_t block[64];
+    memset(block, 0, sizeof(block));
+    memcpy(block, msg, len);
+    block[len] = 0x80;
+    uint64_t bits = (uint64_t)len * 8;
+    for (int i = 0; i < 8; i++)
+        block[63 - i] = (uint8_t)(bits >> (8 * i));
+    uint32_t hs[5] = {0x67452301, 0xEFCDAB89, 0x98BADCFE, 0x10325476, 0xC3D2E1F0};
+#if FT_X86_FEATURES
+    if (ft_sha1_ni())
+        ft_sha1_block_ni(hs, block);
+    else
+#endif
+        ft_sha1_block_c(hs, block);
     for (int i = 0; i < 5; i++) {
         out[4 * i] = (uint8_t)(hs[i] >> 24);
         out[4 * i + 1] = (uint8_t)(hs[i] >> 16);

@@ -21,8 +21,8 @@ BUILD = ROOT / "fuzz" / "build"
 TREE = BUILD / "tree"
 
 SAN = "-fsanitize=address,fuzzer-no-link -fno-omit-frame-pointer"
-# The fuzz build answers "no" for the CPU's SHA and AES extensions (ext/dpi/quic_crypto.h, FT_CPU_*), so the
-# QUIC key derivation runs its portable C SHA-256 and AES: the paths that index tables.
+# The fuzz build answers "no" for the CPU's SHA and AES extensions (ext/ft_cpu.h, FT_CPU_*), so the QUIC key
+# derivation and the Community ID run their portable C SHA-256, AES and SHA-1: the paths that index tables.
 NO_CPU_FEATURES = "-DFT_CPU_SHA()=0 -DFT_CPU_AES()=0"
 
 

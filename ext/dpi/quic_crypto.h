@@ -70,31 +70,9 @@ static inline void ft_sha256_block(uint32_t h[8], const uint8_t *b)
  * instructions use. ft_sha_portable forces the C path (tests compare the two). */
 static int ft_sha_portable;
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-#include <immintrin.h>
-#include <cpuid.h>
+#include "ft_cpu.h"
 #define FT_SHANI 1
 static int ft_shani_state = -1;
-
-/* CPU features from CPUID itself: __builtin_cpu_supports("sha") is unknown to clang before 15 (Debian 12
- * ships clang 14), which then refused to compile this file. Leaf 1 ECX: bit 19 SSE4.1, bit 25 AES-NI; leaf 7
- * subleaf 0 EBX: bit 29 SHA. Returns 1 when the bit is set. */
-static inline int ft_cpuid_bit(unsigned leaf, unsigned reg, unsigned bit)
-{
-    unsigned r[4] = {0, 0, 0, 0};
-    if (!__get_cpuid_count(leaf, 0, &r[0], &r[1], &r[2], &r[3]))
-        return 0;
-    return (r[reg] >> bit) & 1u;
-}
-/* a build may answer "no" itself (fuzz/build.py does, to fuzz the portable table-indexing paths) */
-#ifndef FT_CPU_SSE41
-#define FT_CPU_SSE41() ft_cpuid_bit(1, 2, 19)
-#endif
-#ifndef FT_CPU_AES
-#define FT_CPU_AES() ft_cpuid_bit(1, 2, 25)
-#endif
-#ifndef FT_CPU_SHA
-#define FT_CPU_SHA() ft_cpuid_bit(7, 1, 29)
-#endif
 
 static inline int ft_shani(void)
 {
