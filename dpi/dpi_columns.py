@@ -1,4 +1,4 @@
-"""The DPI columns of a flow-record batch, built from the `dpi_*` fields of struct ft_flowrec.
+"""The DPI columns of a flow-record batch, built from its DPI side records (struct ft_dpi_out, `dpi_*` fields).
 
 Label and rule ids become text through a small vocabulary (dpi.coded.CodedText); the fixed-size C strings become
 Arrow string arrays by numpy over the rows that have the field: no Python object per flow.
@@ -9,7 +9,7 @@ import numpy as np
 import pyarrow as pa
 
 from . import _flowtable
-from .coded import CodedText, masked, plain, validity
+from .coded import CodedText, masked, nulls, plain, validity
 from .rules import CONFIDENCE, Vocab
 
 # ft_dpi_out.set bits (ext/dpi/dpi_types.h)
@@ -88,20 +88,30 @@ def _text(raw: np.ndarray, offset: int, width: int, valid: np.ndarray) -> pa.Arr
     return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(data.tobytes()), bitmap, nulls)
 
 
-def build(recs: np.ndarray, vocab: Vocab | None = None, group: bool = True) -> dict[str, pa.Array]:
+def build(recs: np.ndarray, dpi_recs: np.ndarray | None, vocab: Vocab | None = None,
+          group: bool = True) -> dict[str, pa.Array]:
     """The DPI columns of a batch of _flowtable.FLOWREC_DTYPE records, by column name: app_proto (a "core"
-    column), and with group the "dpi" group's columns (dpi.schema)."""
+    column), and with group the "dpi" group's columns (dpi.schema). dpi_recs: the batch's DPI side records
+    (_flowtable.DPI_OUT_DTYPE, FlowTable.taken_dpi), one per record in record order while DPI is on; None or
+    empty when DPI is off (app_proto is then null)."""
+    n = len(recs)
+    if dpi_recs is None or (len(dpi_recs) == 0 and n > 0):
+        if group:
+            raise ValueError("DPI columns asked for without DPI side records")
+        return {"app_proto": nulls(pa.string(), n)}
+    if len(dpi_recs) != n:   # an empty batch has none
+        raise ValueError(f"{len(dpi_recs)} DPI side records for {n} flow records")
     v = vocab or _builtin()
     t = _tables(v)
-    n = len(recs)
-    app = recs["dpi_app"]
+    d = dpi_recs
+    app = d["dpi_app"]
     labelled = app != 0
     if not group:
         return {"app_proto": _take(t.labels, np.where(labelled, app, 0))}
-    base = recs["dpi_base"]
-    rule = recs["dpi_rule"]
-    conf = recs["dpi_conf"]
-    setb = recs["dpi_set"]
+    base = d["dpi_base"]
+    rule = d["dpi_rule"]
+    conf = d["dpi_conf"]
+    setb = d["dpi_set"]
     # category: the deciding rule's, else the label's default
     rid = rule.astype(np.int64) - _flowtable.DPI_RULE_BASE
     by_rule = (rid >= 0) & (rid < len(v.rule_ids))
@@ -115,19 +125,18 @@ def build(recs: np.ndarray, vocab: Vocab | None = None, group: bool = True) -> d
         "app_confidence": _take(t.conf, np.where(labelled, conf, 0)),
         "app_payload_proto": _take(t.labels, base),
     }
-    if recs.dtype.itemsize == _flowtable.FLOWREC_DTYPE.itemsize and recs.flags.c_contiguous:
+    if d.dtype.itemsize == _flowtable.DPI_OUT_DTYPE.itemsize and d.flags.c_contiguous:
         # one C pass per field (the usual case: records straight from FlowTable.take())
-        for (col, _f, _b), (offsets, data, valid) in zip(TEXT_FIELDS, _flowtable.dpi_text_columns(recs)):
-            bitmap, nulls = validity(valid)
-            cols[col] = pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(data), bitmap, nulls)
+        for (col, _f, _b), (offsets, data, valid) in zip(TEXT_FIELDS, _flowtable.dpi_text_columns(d)):
+            bitmap, n_null = validity(valid)
+            cols[col] = pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(data), bitmap, n_null)
     else:  # a repacked copy (numpy concatenate and friends): numpy over the fields' bytes
-        raw = recs.view(np.uint8).reshape(n, recs.dtype.itemsize) if n else \
-            np.zeros((0, recs.dtype.itemsize), np.uint8)
-        fields = recs.dtype.fields
+        raw = d.view(np.uint8).reshape(n, d.dtype.itemsize) if n else np.zeros((0, d.dtype.itemsize), np.uint8)
+        fields = d.dtype.fields
         for col, fname, bit in TEXT_FIELDS:
             ftype, off = fields[fname][:2]
             cols[col] = _text(raw, off, ftype.itemsize, (setb & bit) != 0)
-    cols["dns_qtype"] = masked(recs["dpi_dns_qtype"], (setb & O_DNS_QTYPE) != 0, pa.uint16())
-    cols["dns_rcode"] = masked(recs["dpi_dns_rcode"], (setb & O_DNS_RCODE) != 0, pa.uint8())
-    cols["dpi_packets"] = plain(recs["dpi_inspected"], pa.uint8())
+    cols["dns_qtype"] = masked(d["dpi_dns_qtype"], (setb & O_DNS_QTYPE) != 0, pa.uint16())
+    cols["dns_rcode"] = masked(d["dpi_dns_rcode"], (setb & O_DNS_RCODE) != 0, pa.uint8())
+    cols["dpi_packets"] = plain(d["dpi_inspected"], pa.uint8())
     return cols

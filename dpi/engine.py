@@ -95,11 +95,11 @@ _masked = masked
 
 def build_batch(recs: np.ndarray, schema: pa.Schema, observer: str, seed: int = 0,
                 roce_recs: np.ndarray | None = None, dpi_vocab=None,
-                tcp_recs: np.ndarray | None = None) -> pa.RecordBatch:
+                tcp_recs: np.ndarray | None = None, dpi_recs: np.ndarray | None = None) -> pa.RecordBatch:
     """One record batch from an array of _flowtable.FLOWREC_DTYPE, column by column, with the columns of
     schema (its column groups: dpi.schema.flow_schema); roce_recs and tcp_recs are the RoCE and TCP parts of
     its RoCE and TCP records (_flowtable.ROCE_OUT_DTYPE / TCP_OUT_DTYPE, FlowTable.taken_roce / taken_tcp
-    after take())."""
+    after take()); dpi_recs the DPI parts of every record while DPI is on (DPI_OUT_DTYPE, taken_dpi)."""
     if roce_recs is None:
         roce_recs = np.empty(0, dtype=_flowtable.ROCE_OUT_DTYPE)
     if tcp_recs is None:
@@ -153,7 +153,7 @@ def build_batch(recs: np.ndarray, schema: pa.Schema, observer: str, seed: int = 
         cols.update(roce_columns.build(recs, roce_recs))   # RoCE meter columns (issue 4)
     if "src_tcp_retrans_packets" in names:
         cols.update(tcp_columns.build(recs, tcp_recs))   # TCP meter columns (issue 3)
-    cols.update(dpi_columns.build(recs, dpi_vocab, "app_category" in names))  # DPI (issue 5): app_proto, group
+    cols.update(dpi_columns.build(recs, dpi_recs, dpi_vocab, "app_category" in names))  # DPI (issue 5)
     return pa.RecordBatch.from_arrays([cols[name] for name in names], schema=schema)
 
 
@@ -222,7 +222,7 @@ class Engine:
         if self.hosts is not None:
             self.hosts.add(recs)
         return build_batch(recs, self.schema, self.observer, self.config.community_id_seed,
-                           self.table.taken_roce, self.dpi_vocab, self.table.taken_tcp)
+                           self.table.taken_roce, self.dpi_vocab, self.table.taken_tcp, self.table.taken_dpi)
 
     def add(self, records: np.ndarray, data: np.ndarray | None = None) -> Iterator[pa.RecordBatch]:
         """Meter a batch of per-packet records; yields a flow-record batch each time batch_rows are ready.

@@ -304,7 +304,7 @@ cdef extern from "ft_flow.h" nogil:
         uint8_t has_icmp
         int32_t roce_row     # RoCE meter (issue 4): row in the side array, -1 for other flows
         int32_t tcp_row      # TCP meter (issue 3): row in the side array, -1 for other flows
-        ft_dpi_out dpi              # DPI (issue 5)
+        int32_t dpi_row      # DPI (issue 5): row in the side array, -1 when DPI is off
 
     struct ft_rec_field:
         const char *name
@@ -312,6 +312,8 @@ cdef extern from "ft_flow.h" nogil:
         const char *fmt
     const ft_rec_field FT_FLOWREC_FIELDS[]
     const int FT_FLOWREC_NFIELDS
+    const ft_rec_field FT_DPI_OUT_FIELDS[]
+    const int FT_DPI_OUT_NFIELDS
 
     enum:
         FT_END_IDLE
@@ -398,6 +400,17 @@ def _tcp_out_dtype():
                      "itemsize": sizeof(ft_tcp_out)})
 
 
+def _dpi_out_dtype():
+    """DPI (issue 5): the side records (struct ft_dpi_out), names prefixed dpi_."""
+    names, formats, offsets = [], [], []
+    for i in range(FT_DPI_OUT_NFIELDS):
+        names.append(FT_DPI_OUT_FIELDS[i].name.decode())
+        formats.append(FT_DPI_OUT_FIELDS[i].fmt.decode())
+        offsets.append(FT_DPI_OUT_FIELDS[i].offset)
+    return np.dtype({"names": names, "formats": formats, "offsets": offsets,
+                     "itemsize": sizeof(ft_dpi_out)})
+
+
 def _roce_out_dtype():
     """RoCE meter (issue 4): the side records (struct ft_roce_out, names already roce_*)."""
     names, formats, offsets = [], [], []
@@ -412,6 +425,7 @@ def _roce_out_dtype():
 FLOWREC_DTYPE = _flowrec_dtype()
 ROCE_OUT_DTYPE = _roce_out_dtype()
 TCP_OUT_DTYPE = _tcp_out_dtype()
+DPI_OUT_DTYPE = _dpi_out_dtype()
 FLOW_STATE_BYTES = sizeof(ft_flow)
 ROCE_METER_BYTES = sizeof(ft_roce_meter)   # RoCE meter (issue 4): per RoCE flow, beside FLOW_STATE_BYTES
 TCP_METER_BYTES = sizeof(ft_tcp_meter)   # TCP meter (issue 3): per TCP flow, beside FLOW_STATE_BYTES
@@ -535,6 +549,10 @@ cdef class FlowTable:
     cdef int32_t tout_n
     cdef readonly object taken_tcp
     cdef readonly bint tcp_meter
+    # DPI (issue 5): side records, one per record while DPI is on
+    cdef ft_dpi_out *dout
+    cdef int32_t dout_n
+    cdef readonly object taken_dpi
     cdef readonly int32_t out_n
     cdef int32_t out_cap
     cdef readonly int32_t batch_rows
@@ -601,12 +619,15 @@ cdef class FlowTable:
         # meter state and their records no TCP part, as if they were UDP
         self.tcp_meter = tcp_meter
         self.tout = <ft_tcp_out *> malloc(self.out_cap * sizeof(ft_tcp_out))
+        self.dout = <ft_dpi_out *> malloc(self.out_cap * sizeof(ft_dpi_out))   # DPI (issue 5): touched when on
+        self.taken_dpi = np.empty(0, dtype=DPI_OUT_DTYPE)
         self.taken_tcp = np.empty(0, dtype=TCP_OUT_DTYPE)
         # RoCE meter (issue 4): 334 KiB of pairing tables, zeroed (calloc'd pages cost nothing until used)
         self.roce_alias = <ft_roce_alias_tab *> calloc(1, sizeof(ft_roce_alias_tab))
         self.roce_cand = <ft_roce_cand_tab *> calloc(1, sizeof(ft_roce_cand_tab))
         self.roce_cmreq = <ft_roce_cmreq_tab *> calloc(1, sizeof(ft_roce_cmreq_tab))
         if self.buckets == NULL or self.flows == NULL or self.out == NULL or self.rout == NULL or self.tout == NULL or \
+                self.dout == NULL or \
                 self.roce_alias == NULL or \
                 self.roce_cand == NULL or self.roce_cmreq == NULL:
             raise MemoryError()
@@ -652,6 +673,7 @@ cdef class FlowTable:
             free(self.roce_chunks[i])
         free(self.roce_chunks)
         free(self.tout)   # TCP meter (issue 3)
+        free(self.dout)   # DPI (issue 5)
         for i in range(self.tcp_nchunks):
             free(self.tcp_chunks[i])
         free(self.tcp_chunks)
@@ -791,10 +813,7 @@ cdef class FlowTable:
         cdef ft_flow *f = &self.flows[i]
         cdef ft_flowrec *r = &self.out[self.out_n]
         self.out_n += 1
-        # the DPI part (the record's last 448 bytes) is written whole by ft_dpi_export or below
-        memset(r, 0, (<char *> &r.dpi) - (<char *> r))
-        if self.dpi == NULL:
-            memset(&r.dpi, 0, sizeof(ft_dpi_out))
+        memset(r, 0, sizeof(ft_flowrec))
         r.flow_id = f.flow_id
         r.start_ns = f.rec_first_ns
         r.end_ns = f.rec_last_ns
@@ -839,9 +858,12 @@ cdef class FlowTable:
             self.tout_n += 1
         # ---- DPI (issue 5): the verdict and fields (finalized here when the flow ends before DPI is done)
         cdef ft_dpi_flowinfo fi
+        r.dpi_row = -1
         if self.dpi != NULL:
             self.dpi_flowinfo(f, &fi)
-            ft_dpi_export(self.dpi, &f.dpi, &fi, &r.dpi)
+            r.dpi_row = self.dout_n
+            ft_dpi_export(self.dpi, &f.dpi, &fi, &self.dout[self.dout_n])
+            self.dout_n += 1
         self.records_exported += 1
         self.end_counts[reason] += 1
 
@@ -1546,6 +1568,12 @@ cdef class FlowTable:
             memcpy(cnp.PyArray_DATA(tcp), self.tout, self.tout_n * sizeof(ft_tcp_out))
         self.tout_n = 0
         self.taken_tcp = tcp
+        # DPI (issue 5): likewise the DPI parts (dpi_row), in taken_dpi
+        dpi = np.empty(self.dout_n, dtype=DPI_OUT_DTYPE)
+        if self.dout_n:
+            memcpy(cnp.PyArray_DATA(dpi), self.dout, self.dout_n * sizeof(ft_dpi_out))
+        self.dout_n = 0
+        self.taken_dpi = dpi
         return out
 
     def counters(self):
@@ -2104,27 +2132,28 @@ def _crypto_aes128(bytes key, bytes block, bint portable=False):
 # ---- DPI (issue 5): text columns of flow records, built in one pass ---------------------------------------
 
 def dpi_text_columns(recs):
-    """server_name, alpn, version, http_method, http_path, user_agent of an array of FLOWREC_DTYPE, each as
-    (int32 offsets, uint8 data, validity mask bool) ready for pyarrow.StringArray.from_buffers; a field is
-    valid when its bit is set in the record's dpi.set. No Python object per record."""
-    if recs.dtype.itemsize != sizeof(ft_flowrec) or not recs.flags.c_contiguous:
-        raise ValueError("records must be a contiguous array of FLOWREC_DTYPE")
+    """server_name, alpn, version, http_method, http_path, user_agent of an array of DPI_OUT_DTYPE (the DPI
+    side records, FlowTable.taken_dpi), each as (int32 offsets, uint8 data, validity mask bool) ready for
+    pyarrow.StringArray.from_buffers; a field is valid when its bit is set in the record's set. No Python
+    object per record."""
+    if recs.dtype.itemsize != sizeof(ft_dpi_out) or not recs.flags.c_contiguous:
+        raise ValueError("records must be a contiguous array of DPI_OUT_DTYPE")
     cdef Py_ssize_t n = len(recs)
     cdef const uint8_t[::1] raw = recs.view(np.uint8).reshape(-1) if n else np.zeros(1, np.uint8)
     cdef size_t offs[6]
     cdef size_t widths[6]
     cdef uint16_t bits[6]
-    offs[0] = <size_t> &(<ft_flowrec *> NULL).dpi.server_name[0]; widths[0] = 128; bits[0] = 0x001
-    offs[1] = <size_t> &(<ft_flowrec *> NULL).dpi.alpn[0]; widths[1] = 32; bits[1] = 0x002
-    offs[2] = <size_t> &(<ft_flowrec *> NULL).dpi.version[0]; widths[2] = 48; bits[2] = 0x008
-    offs[3] = <size_t> &(<ft_flowrec *> NULL).dpi.http_method[0]; widths[3] = 16; bits[3] = 0x010
-    offs[4] = <size_t> &(<ft_flowrec *> NULL).dpi.http_path[0]; widths[4] = 112; bits[4] = 0x020
-    offs[5] = <size_t> &(<ft_flowrec *> NULL).dpi.user_agent[0]; widths[5] = 112; bits[5] = 0x040
+    offs[0] = <size_t> &(<ft_dpi_out *> NULL).server_name[0]; widths[0] = 128; bits[0] = 0x001
+    offs[1] = <size_t> &(<ft_dpi_out *> NULL).alpn[0]; widths[1] = 32; bits[1] = 0x002
+    offs[2] = <size_t> &(<ft_dpi_out *> NULL).version[0]; widths[2] = 48; bits[2] = 0x008
+    offs[3] = <size_t> &(<ft_dpi_out *> NULL).http_method[0]; widths[3] = 16; bits[3] = 0x010
+    offs[4] = <size_t> &(<ft_dpi_out *> NULL).http_path[0]; widths[4] = 112; bits[4] = 0x020
+    offs[5] = <size_t> &(<ft_dpi_out *> NULL).user_agent[0]; widths[5] = 112; bits[5] = 0x040
     out = []
     cdef int k
     cdef Py_ssize_t i, total
     cdef size_t j
-    cdef const ft_flowrec *r
+    cdef const ft_dpi_out *r
     cdef const char *s
     cdef int32_t[::1] o
     cdef uint8_t[::1] d
@@ -2138,8 +2167,8 @@ def dpi_text_columns(recs):
         with nogil:
             o[0] = 0
             for i in range(n):
-                r = &(<const ft_flowrec *> &raw[0])[i]
-                if r.dpi.set & bits[k]:
+                r = &(<const ft_dpi_out *> &raw[0])[i]
+                if r.set & bits[k]:
                     v[i] = 1
                     s = (<const char *> r) + offs[k]
                     j = 0
@@ -2152,7 +2181,7 @@ def dpi_text_columns(recs):
         with nogil:
             for i in range(n):
                 if o[i + 1] > o[i]:
-                    r = &(<const ft_flowrec *> &raw[0])[i]
+                    r = &(<const ft_dpi_out *> &raw[0])[i]
                     memcpy(&d[o[i]], (<const char *> r) + offs[k], o[i + 1] - o[i])
         out.append((offsets, data[:total], valid.view(bool)))
     return out

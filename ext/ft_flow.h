@@ -133,8 +133,11 @@ struct ft_flowrec {
     /* ---- TCP meter (issue 3): row of this record's struct ft_tcp_out in the batch's side array of TCP
      * parts, -1 for other flows (its 560 bytes in every record were most of the record) ---- */
     int32_t tcp_row;
-    /* ---- DPI (issue 5) ---- */
-    struct ft_dpi_out dpi;      /* 448 bytes: label ids, confidence, server name, ALPN, ... */
+    /* ---- DPI (issue 5): row of this record's struct ft_dpi_out (448 bytes: label ids, confidence, server
+     * name, ALPN, ...) in the batch's side array of DPI parts, -1 when DPI is off. Kept out of the record
+     * so that the columns every run builds read 160-byte records, not 608-byte ones ---- */
+    int32_t dpi_row;
+    uint8_t _pad2[4];
 };
 
 struct ft_rec_field { const char *name; size_t offset; const char *fmt; };
@@ -151,16 +154,20 @@ static const struct ft_rec_field FT_FLOWREC_FIELDS[] = {
     FT_RFIELD(src_tcp_flags, "<u2"), FT_RFIELD(dst_tcp_flags, "<u2"), FT_RFIELD(iface, "<u2"),
     FT_RFIELD(ip_version, "u1"), FT_RFIELD(proto, "u1"), FT_RFIELD(end_reason, "u1"), FT_RFIELD(tos, "u1"),
     FT_RFIELD(tunnel_type, "u1"), FT_RFIELD(icmp_type, "u1"), FT_RFIELD(icmp_code, "u1"),
-    FT_RFIELD(has_icmp, "u1"), FT_RFIELD(roce_row, "<i4"), FT_RFIELD(tcp_row, "<i4"),
-    /* ---- DPI (issue 5) ---- */
-#define FT_DFIELD(n, f) { "dpi_" #n, offsetof(struct ft_flowrec, dpi.n), f }
+    FT_RFIELD(has_icmp, "u1"), FT_RFIELD(roce_row, "<i4"), FT_RFIELD(tcp_row, "<i4"), FT_RFIELD(dpi_row, "<i4"),
+};
+static const int FT_FLOWREC_NFIELDS = sizeof(FT_FLOWREC_FIELDS) / sizeof(FT_FLOWREC_FIELDS[0]);
+
+/* ---- DPI (issue 5): the side records (struct ft_dpi_out), names prefixed dpi_ ---- */
+#define FT_DFIELD(n, f) { "dpi_" #n, offsetof(struct ft_dpi_out, n), f }
+static const struct ft_rec_field FT_DPI_OUT_FIELDS[] = {
     FT_DFIELD(server_name, "S128"), FT_DFIELD(alpn, "S32"), FT_DFIELD(version, "S48"),
     FT_DFIELD(http_method, "S16"), FT_DFIELD(http_path, "S112"), FT_DFIELD(user_agent, "S112"),
     FT_DFIELD(set, "<u2"), FT_DFIELD(truncated, "<u2"), FT_DFIELD(app, "<u2"), FT_DFIELD(base, "<u2"),
     FT_DFIELD(rule, "<u2"), FT_DFIELD(dns_qtype, "<u2"), FT_DFIELD(dns_rcode, "u1"), FT_DFIELD(conf, "u1"),
     FT_DFIELD(inspected, "u1"),
-#undef FT_DFIELD
 };
-static const int FT_FLOWREC_NFIELDS = sizeof(FT_FLOWREC_FIELDS) / sizeof(FT_FLOWREC_FIELDS[0]);
+#undef FT_DFIELD
+static const int FT_DPI_OUT_NFIELDS = sizeof(FT_DPI_OUT_FIELDS) / sizeof(FT_DPI_OUT_FIELDS[0]);
 
 #endif /* FT_FLOW_H */

@@ -211,7 +211,8 @@ def frames_to_pcap(linktype: int, frames) -> bytes:
 
 
 def e2e(data: bytes):
-    """Returns the flow records (FLOWREC_DTYPE) the table exported."""
+    """Returns the flow records (FLOWREC_DTYPE) the table exported and their DPI parts (DPI_OUT_DTYPE, row i
+    belonging to record i)."""
     global _tmpdir
     if not data:
         return None
@@ -227,7 +228,7 @@ def e2e(data: bytes):
     with open(path, "wb") as f:
         f.write(frames_to_pcap(linktype, frames))
     table = FlowTable(max_flows=16, batch_rows=64, dpi_budget=8)
-    flows = []
+    flows, dpi = [], []
     # small chunks: the reader's compaction and refill run on every input, not only on large files
     with CaptureReader(path, batch_size=7, chunk_size=512, use_mmap=False) as rd:
         for recs, buf in rd:
@@ -235,9 +236,11 @@ def e2e(data: bytes):
             while start < len(recs):
                 start = table.add(recs, start, buf)
                 flows.append(table.take())
+                dpi.append(table.taken_dpi)
     table.flush()
     flows.append(table.take())
-    return np.concatenate(flows)
+    dpi.append(table.taken_dpi)
+    return np.concatenate(flows), np.concatenate(dpi)
 
 
 TARGETS = {"parser": parser, "reader": reader, "e2e": e2e}

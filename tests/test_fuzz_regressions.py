@@ -184,10 +184,11 @@ def test_e2e_target_meters_a_capture_with_dpi():
     frames = [http_frame(sport=40000 + i) for i in range(3)]
     data = bytes([targets.LINKTYPES.index(1)]) + b"".join(struct.pack(">H", len(f)) + f for f in frames)
     from dpi._flowtable import dpi_labels
-    flows = targets.e2e(data)
+    flows, dpi = targets.e2e(data)
     assert sorted(int(p) for p in flows["src_port"]) == [40000, 40001, 40002]
     assert [int(n) for n in flows["src_packets"]] == [1, 1, 1]
-    assert {dpi_labels()[int(a)] for a in flows["dpi_app"]} == {"http"}
+    assert len(dpi) == len(flows) == 3   # one DPI part per record while DPI is on
+    assert {dpi_labels()[int(a)] for a in dpi["dpi_app"]} == {"http"}
     # a frame length field beyond the input: the last frame is cut short, and still metered
-    flows = targets.e2e(data[:-10])
+    flows, _ = targets.e2e(data[:-10])
     assert len(flows) == 3
