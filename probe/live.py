@@ -51,7 +51,8 @@ def _ext_dir() -> Path:
 # Mirrors enum ft_live_counter of probe/bpf/ft_live.h, after the FT_R__COUNT parse reasons (checked by
 # tests/test_live_layout.py against the header).
 LIVE_COUNTER_NAMES = ("packets", "wire_bytes", "not_metered", "flow_packets", "flow_map_full", "ring_records",
-                      "ring_full", "ring_full_packets", "gso_packets", "snippets", "tail_call_failed")
+                      "ring_full", "ring_full_packets", "gso_packets", "snippets", "tail_call_failed",
+                      "fast_parsed")
 
 # ft_live.h struct ft_live_key / ft_live_flow, as numpy dtypes (checked against sizeof by the layout test)
 KEY_DTYPE = np.dtype([("addr_a", "V16"), ("addr_b", "V16"), ("port_a", "<u2"), ("port_b", "<u2"),

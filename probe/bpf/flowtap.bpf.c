@@ -21,7 +21,14 @@
  *        -> account (counters, flow_stats, snippet, ring buffer): inlined at the end of the l4 stage, so an
  *           ordinary packet takes one tail call; its own program only after a parse that ended earlier.
  * The state ft_parse() keeps in locals between its steps lives in the per-CPU scratch slot (a tail call stays
- * on its CPU). tests/test_live_parity.py runs every frame of the nDPI captures through this program
+ * on its CPU).
+ *
+ * Fast path. Before the stages, the entry program tries ft_parse_fast_ether() (ext/ft_parse_fast.h): a
+ * straight-line parse of the common frames (Ethernet with at most one VLAN tag; IPv4 without options and not
+ * a fragment, or IPv6 straight to TCP/UDP; TCP without options or with NOP,NOP,TS; UDP, RoCEv2 included). It
+ * fills the same record and the entry program does the accounting itself, with no tail call; any other
+ * frame it declines without writing, and the stages parse it as before (FT_LC_FAST_PARSED counts the fast
+ * ones). tests/test_live_parity.py runs every frame of the nDPI captures through this program
  * (BPF_PROG_TEST_RUN) and through the replay parser and requires identical records.
  *
  * The TC programs return TC_ACT_UNSPEC, which makes cls_bpf go on to the next filter: flowtap observes and
@@ -33,6 +40,7 @@
 #include <uapi/linux/pkt_cls.h>
 
 #include "ft_parse.h"
+#include "ft_parse_fast.h"
 #include "ft_live.h"
 
 BPF_RINGBUF_OUTPUT(pkt_events, FT_RING_BYTES / 4096);
@@ -323,11 +331,11 @@ static __always_inline ft_u32 ft_live_rec_len(const struct ft_pkt *p)
     return FT_LIVE_REC_BASE;
 }
 
-/* Account stage: counters, flow_stats, snippet and ring-buffer record for the record in scratch slot s. Run at
- * the end of the L4 stage (the common path: one tail call per packet) and as its own program after an entry
- * or L3 stage that ended the parse. is_xdp is a compile-time constant after inlining, so each program keeps
- * only its own helper calls. */
-static __always_inline void ft_account(void *ctx, struct ft_live_scratch *s, int is_xdp)
+/* Account stage: counters, flow_stats, snippet and ring-buffer record for the record in scratch slot s. Run in
+ * the entry program after the fast parse (the common path: no tail call), at the end of the L4 stage (one
+ * tail call), and as its own program after an entry or L3 stage that ended the parse. is_xdp is a compile-time constant after inlining, so each program keeps
+ * only its own helper calls; fast (also a constant) says the entry program parsed the frame itself. */
+static __always_inline void ft_account(void *ctx, struct ft_live_scratch *s, int is_xdp, int fast)
 {
     struct ft_live_key key;
     ft_u64 snip = 0, segs, hdrs, l3_bytes, wire_bytes, rec_len, wake;
@@ -365,6 +373,8 @@ static __always_inline void ft_account(void *ctx, struct ft_live_scratch *s, int
     c[reason < FT_R__COUNT ? reason : FT_R__COUNT - 1] += segs;
     c[FT_LC_PACKETS] += segs;
     c[FT_LC_WIRE_BYTES] += wire_bytes;
+    if (fast)
+        c[FT_LC_FAST_PARSED] += segs;
 
     __builtin_memset(&key, 0, sizeof(key));
     side = ft_live_key_of(&s->smp.rec, &key);
@@ -450,6 +460,10 @@ static __always_inline int ft_tc_entry(struct __sk_buff *skb, ft_u8 direction)
 
     if (!s)
         return TC_ACT_UNSPEC;
+    if (ft_parse_fast_ether(FT_SKB_DATA(skb), FT_SKB_END(skb), &s->smp.rec) != FT_FAST_DECLINED) {
+        ft_account(skb, s, 0, 1); /* the common frames: parsed here, no tail call */
+        return TC_ACT_UNSPEC;
+    }
     if (ft_stage_l3(s, FT_SKB_DATA(skb), FT_SKB_END(skb)) == FT_OK)
         ft_tc_next(skb, FT_SLOT_L4);
     else
@@ -491,7 +505,7 @@ int ft_tc_l4(struct __sk_buff *skb)
     if (ft_stage_l4(s, FT_SKB_DATA(skb), FT_SKB_END(skb)))
         ft_tc_next(skb, FT_SLOT_L3);
     else
-        ft_account(skb, s, 0);
+        ft_account(skb, s, 0, 0);
     return TC_ACT_UNSPEC;
 }
 
@@ -501,7 +515,7 @@ int ft_tc_account(struct __sk_buff *skb)
     struct ft_live_scratch *s = scratch.lookup(&zero);
 
     if (s)
-        ft_account(skb, s, 0);
+        ft_account(skb, s, 0, 0);
     return TC_ACT_UNSPEC;
 }
 
@@ -513,6 +527,10 @@ int ft_xdp(struct xdp_md *ctx)
 
     if (!s)
         return XDP_PASS;
+    if (ft_parse_fast_ether(FT_XDP_DATA(ctx), FT_XDP_END(ctx), &s->smp.rec) != FT_FAST_DECLINED) {
+        ft_account(ctx, s, 1, 1); /* the common frames: parsed here, no tail call */
+        return XDP_PASS;
+    }
     if (ft_stage_l3(s, FT_XDP_DATA(ctx), FT_XDP_END(ctx)) == FT_OK)
         ft_xdp_next(ctx, FT_SLOT_L4);
     else
@@ -544,7 +562,7 @@ int ft_xdp_l4(struct xdp_md *ctx)
     if (ft_stage_l4(s, FT_XDP_DATA(ctx), FT_XDP_END(ctx)))
         ft_xdp_next(ctx, FT_SLOT_L3);
     else
-        ft_account(ctx, s, 1);
+        ft_account(ctx, s, 1, 0);
     return XDP_PASS;
 }
 
@@ -554,7 +572,7 @@ int ft_xdp_account(struct xdp_md *ctx)
     struct ft_live_scratch *s = scratch.lookup(&zero);
 
     if (s)
-        ft_account(ctx, s, 1);
+        ft_account(ctx, s, 1, 0);
     return XDP_PASS;
 }
 

@@ -48,6 +48,7 @@ enum ft_live_counter {
     FT_LC_GSO_PACKETS,            /* runs on a GSO super-packet (each record then stands for gso_segs) */
     FT_LC_SNIPPETS,               /* records that carried a payload snippet */
     FT_LC_TAIL_CALL_FAILED,       /* packets whose next stage could not be entered (loader bug: slot empty) */
+    FT_LC_FAST_PARSED,            /* packets the entry program parsed itself (ext/ft_parse_fast.h): no tail call */
     FT_LC__END
 };
 
