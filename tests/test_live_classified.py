@@ -145,3 +145,75 @@ def test_snippets_end_at_the_budget_and_at_the_mark_in_the_kernel():
         assert c["ring_records"] == 5 + 6 + 8 + 3 + 4 + 8 + 3 and c["ring_full"] == 0
     finally:
         probe.close()
+
+
+def _key_colliding_with(target: int, port_a: int, port_b: int):
+    """A KEY_DTYPE row of an IPv6 TCP flow (addr_b all 0xff, so addr_a sorts first) whose key_hash() is target:
+    ft_live_key_hash's rounds h' = g((h ^ w) * M), g(y) = y ^ (y >> 32), are invertible (g is its own
+    inverse, M is odd), so the first word can be solved for backwards from the others."""
+    import numpy as np
+
+    from probe.live import KEY_DTYPE
+    m, mask = 0x9E3779B97F4A7C15, (1 << 64) - 1
+    m_inv = pow(m, -1, 1 << 64)
+
+    def f_inv(h):
+        return ((h ^ (h >> 32)) * m_inv) & mask
+    key = np.zeros(1, KEY_DTYPE)
+    key["addr_a"] = np.frombuffer(bytes(8) + bytes(range(1, 9)), "V16")
+    key["addr_b"] = np.frombuffer(b"\xff" * 16, "V16")
+    key["port_a"], key["port_b"], key["ip_version"], key["proto"] = port_a, port_b, 6, 6
+    w = [int(x) for x in key.view("<u8")]
+    h = target
+    for i in range(5, 0, -1):
+        h = f_inv(h) ^ w[i]
+    key.view("<u8")[0] = f_inv(h)
+    return key
+
+
+def test_two_flows_with_one_key_hash_keep_their_own_counters_and_marks():
+    """flow_stats and classified are keyed by a 64-bit hash of the flow key: a flow built to have the hash of
+    another must neither lose its snippets to the other's mark nor share its counters."""
+    import numpy as np
+    from scapy.all import IPv6, TCP, Ether, Raw
+
+    from probe.live import KEY_DTYPE, BpfConfig, Probe, key_hash, test_run
+    a = np.zeros(1, KEY_DTYPE)
+    a["addr_a"] = np.frombuffer(bytes([10, 9, 0, 1]) + bytes(12), "V16")
+    a["addr_b"] = np.frombuffer(bytes([10, 9, 0, 2]) + bytes(12), "V16")
+    a["port_a"], a["port_b"], a["ip_version"], a["proto"] = 3333, 4444, 4, 6
+    b = _key_colliding_with(int(key_hash(a)[0]), 5555, 80)
+    assert key_hash(b)[0] == key_hash(a)[0] and a.tobytes() != b.tobytes()
+    addr_a = bytes(b["addr_a"][0])
+    assert addr_a < b"\xff" * 16
+    src = ":".join(addr_a[i:i + 2].hex() for i in range(0, 16, 2))
+    frame_a = _frame(3333, 4444, b"m" * 50)
+    frame_b = bytes(Ether() / IPv6(src=src, dst="ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff") /
+                    TCP(sport=5555, dport=80, flags="A") / Raw(b"b" * 70))
+    probe = Probe(BpfConfig(snippet_budget=5, ring_bytes=1 << 20))
+    fd = probe.fd("ft_xdp")
+
+    def snippets_after(frames):
+        before = probe.counters()["snippets"]
+        for f in frames:
+            test_run(fd, f)
+        return probe.counters()["snippets"] - before
+    try:
+        assert snippets_after([frame_a]) == 1
+        probe.mark_classified(a)
+        assert snippets_after([frame_a] * 2) == 0
+        assert snippets_after([frame_b] * 3) == 3      # a's mark under the same hash does not suppress b
+        probe.mark_classified(b)                      # replaces a's mark: b is done, a sends again
+        assert snippets_after([frame_b] * 2) == 0
+        assert snippets_after([frame_a] * 3) == 2      # a's budget of 5 payload packets: 3 were used
+        rows = {r["key"].tobytes(): r["flow"] for r in probe.kernel_flows()}
+        assert set(rows) == {a.tobytes(), b.tobytes()}
+        # one direction each (a and b are the sources), IP bytes by arithmetic: 20+20+50 and 40+20+70
+        assert rows[a.tobytes()]["packets"].tolist() == [6, 0] and rows[a.tobytes()]["bytes"].tolist() == [6 * 90, 0]
+        assert rows[b.tobytes()]["packets"].tolist() == [5, 0] and rows[b.tobytes()]["bytes"].tolist() == [5 * 130, 0]
+        assert probe.counters()["flow_packets"] == 11 and probe.counters()["flow_map_full"] == 0
+        assert len(probe.bpf.get_table(b"flow_collide")) == 1
+        assert probe.expire_kernel_flows(1 << 63) == (2, 11, 6 * 90 + 5 * 130)
+        assert len(probe.bpf.get_table(b"classified")) == 0   # b's mark went with b
+    finally:
+        probe.close()
