@@ -79,10 +79,15 @@ def _old_bpf_dir(rev: str, into: Path) -> Path:
 # benchmark switches), so the difference to "this tree" in the same run is that part's cost.
 BREAKDOWN = {
     "no clock read": [("s->smp.rec.ts_ns = bpf_ktime_get_ns();", "s->smp.rec.ts_ns = 1;")],
-    "no flow maps": [("        ft_u64 h = ft_live_key_hash(&key);\n"
-                      "        ft_u32 seen = ft_flow_update(&key, h, side == 1, &s->smp.rec, segs, l3_bytes, c);\n\n"
-                      "        snip = ft_snippet_len(&s->smp.rec, &key, h, seen);",
+    "no flow maps": [("        ft_u32 seen = ft_flow_update(&key, side == 1, &s->smp.rec, segs, l3_bytes, c);\n\n"
+                      "        snip = ft_snippet_len(&s->smp.rec, &key, seen);",
                       "        snip = 0;")],
+    # flow_stats' two atomic adds as plain adds (wrong with several CPUs on one flow): what the atomics cost
+    "no atomics": [("    __sync_fetch_and_add(&f->packets[d], segs);\n    __sync_fetch_and_add(&f->bytes[d], l3_bytes);",
+                    "    f->packets[d] += segs;\n    f->bytes[d] += l3_bytes;")],
+    # the XDP entry ends after the fast parse, without the clock: the record's set-up and the parse alone
+    "parse only": [("s->smp.rec.ts_ns = bpf_ktime_get_ns();", "s->smp.rec.ts_ns = 1;"),
+                   ("        ft_account(ctx, s, 1, 1); /* the common frames: parsed here, no tail call */\n", "")],
 }
 
 
@@ -99,15 +104,6 @@ def _edited_bpf_dir(edits, into: Path) -> Path:
 ALL = 1 << 30  # a snippet budget no benchmark reaches
 
 
-def _mark_classified(probe, key) -> None:
-    """probe.mark_classified, also for a revision whose `classified` map is keyed by the 48-byte key itself."""
-    t = probe.bpf.get_table(b"classified")
-    if ctypes.sizeof(t.Key) == key.itemsize:
-        t[t.Key.from_buffer_copy(key.tobytes())] = t.Leaf(1)
-    else:
-        probe.mark_classified(key)
-
-
 def bench_kernel(repeat: int, runs: int, ab_rev: str | None = None, no_records: bool = True,
                  breakdown: bool = False):
     """Returns (variant names, rows): each row (label, {variant: median ns}, baseline ns). Every run round
@@ -115,9 +111,10 @@ def bench_kernel(repeat: int, runs: int, ab_rev: str | None = None, no_records: 
     from probe.live import KEY_DTYPE, BpfConfig, Probe, test_run
     td = tempfile.TemporaryDirectory()
     variants = {}
-    if ab_rev:
-        variants[f"{ab_rev}"] = Probe(BpfConfig(ring_bytes=1 << 26, snippet_budget=ALL),
-                                      bpf_dir=_old_bpf_dir(ab_rev, Path(td.name)))
+    for rev in (ab_rev.split(",") if ab_rev else []):
+        d = Path(td.name) / f"rev_{rev}"
+        d.mkdir()
+        variants[rev] = Probe(BpfConfig(ring_bytes=1 << 26, snippet_budget=ALL), bpf_dir=_old_bpf_dir(rev, d))
     # The steady-state rows repeat one flow 20,000 times: with the default snippet budget (16 payload packets)
     # all but the first would go without a snippet and without the `classified` lookup. Every variant but
     # "budget 16" therefore lifts the budget, so that its rows measure a flow still within it.
@@ -162,7 +159,7 @@ def bench_kernel(repeat: int, runs: int, ab_rev: str | None = None, no_records: 
     key["addr_b"] = np.frombuffer(bytes([10, 0, 0, 2]) + bytes(12), "V16")
     key["port_a"], key["port_b"], key["ip_version"], key["proto"] = 40000, 443, 4, 6
     for p in variants.values():
-        _mark_classified(p, key)
+        p.mark_classified(key)
     v, b = measure(tcp, repeat, runs)
     out.append(("TCP data 1400 B, classified (no snippet)", v, b))
     # new flows: one run per distinct 5-tuple
@@ -387,7 +384,7 @@ def main():
     ap.add_argument("--runs", type=int, default=9)
     ap.add_argument("--records", type=int, default=400_000)
     ap.add_argument("--live", action="store_true")
-    ap.add_argument("--ab", metavar="REV", help="also load probe/bpf/ of git revision REV, measured in the same run")
+    ap.add_argument("--ab", metavar="REV[,REV]", help="also load probe/bpf/ of these git revisions, measured in the same run")
     ap.add_argument("--no-split", action="store_true", help="skip the variant without ring records")
     ap.add_argument("--kernel-only", action="store_true")
     ap.add_argument("--clocks", action="store_true", help="first: clock helpers and ring outputs alone")

@@ -61,19 +61,6 @@ KEY_DTYPE = np.dtype([("addr_a", "V16"), ("addr_b", "V16"), ("port_a", "<u2"), (
 FLOW_DTYPE = np.dtype([("packets", "<u8", 2), ("bytes", "<u8", 2), ("first_ns", "<u8"), ("last_ns", "<u8"),
                        ("payload_pkts", "<u4"), ("_pad", "<u4")])
 
-_HASH_MUL = np.uint64(0x9E3779B97F4A7C15)  # ft_live.h FT_LIVE_HASH_MUL
-
-
-def key_hash(keys) -> np.ndarray:
-    """ft_live.h ft_live_key_hash() of each KEY_DTYPE row: the 64-bit key of flow_stats and classified."""
-    w = np.ascontiguousarray(keys, dtype=KEY_DTYPE).view("<u8").reshape(-1, KEY_DTYPE.itemsize // 8)
-    h = np.zeros(len(w), np.uint64)
-    for i in range(w.shape[1]):
-        h = (h ^ w[:, i]) * _HASH_MUL  # wraps modulo 2^64, as the C multiply does
-        h ^= h >> np.uint64(32)
-    return h
-
-
 XDP_FLAGS_UPDATE_IF_NOEXIST = 1 << 0
 XDP_FLAGS_SKB_MODE = 1 << 1
 XDP_FLAGS_DRV_MODE = 1 << 2
@@ -254,45 +241,38 @@ class Probe:
         return out
 
     def kernel_flows(self) -> np.ndarray:
-        """flow_stats and flow_collide as one structured array: key fields, then packets/bytes per direction
-        (a->b, b->a). A flow that counted in flow_collide while another flow held its hash, and in flow_stats
-        after that flow expired, has two rows (their sum is its total) until the idle expiry takes the old one."""
-        rows = [bytes(v) for v in self.bpf.get_table(b"flow_stats").values()]  # value: key, then counters
-        rows += [bytes(k) + bytes(v) for k, v in self.bpf.get_table(b"flow_collide").items()]
+        """flow_stats as a structured array: key fields, then packets/bytes per direction (a->b, b->a)."""
+        t = self.bpf.get_table(b"flow_stats")
+        rows = []
+        for k, v in t.items():
+            rows.append(bytes(k) + bytes(v))
         dt = np.dtype([("key", KEY_DTYPE), ("flow", FLOW_DTYPE)])
         return np.frombuffer(b"".join(rows), dtype=dt) if rows else np.zeros(0, dt)
 
     def expire_kernel_flows(self, older_than_mono_ns: int) -> tuple[int, int, int]:
-        """Deletes flow_stats and flow_collide entries last seen before the given monotonic time, so the maps
-        hold active flows only. Returns (flows, packets, bytes) removed (their totals were already counted)."""
-        dead_keys = []
-        pk = by = n = 0
-        for name in (b"flow_stats", b"flow_collide"):
-            t = self.bpf.get_table(name)
-            dead = []
-            for k, v in t.items():
-                f = v.f if name == b"flow_stats" else v
-                if f.last_ns < older_than_mono_ns:
-                    dead.append(k)
-                    dead_keys.append(bytes(v.key) if name == b"flow_stats" else bytes(k))
-                    pk += f.packets[0] + f.packets[1]
-                    by += f.bytes[0] + f.bytes[1]
-            for k in dead:
-                with contextlib.suppress(KeyError):
-                    del t[k]
-            n += len(dead)
+        """Deletes flow_stats entries last seen before the given monotonic time, so the map holds active flows
+        only. Returns (flows, packets, bytes) removed (their totals were already counted)."""
+        t = self.bpf.get_table(b"flow_stats")
+        dead = []
+        pk = by = 0
+        for k, v in t.items():
+            if v.last_ns < older_than_mono_ns:
+                dead.append(k)
+                pk += v.packets[0] + v.packets[1]
+                by += v.bytes[0] + v.bytes[1]
+        for k in dead:
+            with contextlib.suppress(KeyError):
+                del t[k]
         # an idle flow's mark goes with it: the same 5-tuple later is a new flow, whose payload DPI needs
-        self.unmark_classified(dead_keys)
-        return n, pk, by
+        self.unmark_classified(dead)
+        return len(dead), pk, by
 
     def mark_classified(self, keys) -> int:
         """Marks flows classified, so that the kernel sends no more payload snippets for them. keys: KEY_DTYPE
         rows, or bytes of 48-byte keys (the engine's struct ft_key with qpn 0 has the same layout: FlowTable
-        .take_dpi_done()); repeats are merged. One BPF_MAP_UPDATE_BATCH call, keyed by key_hash() with the key
-        as the value; `classified` is an LRU map, so a full map evicts the least recently marked flow (which
-        then sends snippets again and is marked again) instead of refusing. Two keys with one hash: the later
-        mark replaces the earlier (that flow sends snippets until its budget ends). Returns how many distinct
-        keys were written."""
+        .take_dpi_done()); repeats are merged. One BPF_MAP_UPDATE_BATCH call; `classified` is an LRU map, so
+        a full map evicts the least recently marked flow (which then sends snippets again and is marked
+        again) instead of refusing. Returns how many distinct keys were written."""
         raw = np.frombuffer(keys, dtype=KEY_DTYPE) if isinstance(keys, (bytes, bytearray)) else \
             np.ascontiguousarray(keys, dtype=KEY_DTYPE)
         if not len(raw):
@@ -300,22 +280,17 @@ class Probe:
         uniq = np.unique(raw.view(np.dtype((np.void, KEY_DTYPE.itemsize))))
         n = min(len(uniq), self.config.classified_entries)
         t = self.bpf.get_table(b"classified")
-        ks = (t.Key * n).from_buffer_copy(key_hash(uniq[:n].view(KEY_DTYPE)).tobytes())
-        vs = (t.Leaf * n).from_buffer_copy(uniq[:n].tobytes())
+        ks = (t.Key * n).from_buffer_copy(uniq[:n].tobytes())
+        vs = (t.Leaf * n)(*([1] * n))
         t.items_update_batch(ks, vs)
         return n
 
     def unmark_classified(self, keys: list) -> None:
-        """Removes the marks of these flows (48-byte keys) from `classified`; a mark under the same hash that
-        holds another flow's key stays."""
-        if not keys:
-            return
+        """Removes flows from `classified` (keys as BCC keys of flow_stats: same type)."""
         t = self.bpf.get_table(b"classified")
-        for h, k in zip(key_hash(np.frombuffer(b"".join(keys), KEY_DTYPE)).tolist(), keys):
-            hk = t.Key(h)
+        for k in keys:
             with contextlib.suppress(KeyError):
-                if bytes(t[hk]) == k:
-                    del t[hk]
+                del t[t.Key.from_buffer_copy(bytes(k))]
 
     def close(self) -> None:
         with contextlib.suppress(Exception):

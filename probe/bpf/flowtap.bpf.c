@@ -44,16 +44,10 @@
 #include "ft_live.h"
 
 BPF_RINGBUF_OUTPUT(pkt_events, FT_RING_BYTES / 4096);
-/* Keyed by ft_live_key_hash() (an 8-byte key hashes and compares cheaper than the 48-byte key, on every
- * packet), the full key in the value. A flow whose hash another flow already holds (never seen in practice:
- * 64 bits; but anyone can build one) counts in flow_collide, keyed by the full key: counters stay exact. */
-BPF_TABLE("hash", ft_u64, struct ft_live_flow_entry, flow_stats, FT_FLOW_MAP_ENTRIES);
-BPF_TABLE("hash", struct ft_live_key, struct ft_live_flow, flow_collide, FT_FLOW_COLLIDE_ENTRIES);
+BPF_TABLE("hash", struct ft_live_key, struct ft_live_flow, flow_stats, FT_FLOW_MAP_ENTRIES);
 /* LRU: user space marks flows as DPI finishes them; when full, the oldest mark goes (that flow sends
- * snippets again until marked again) rather than new marks being refused. Keyed by the key's hash, the key
- * in the value: a mark counts only for the flow whose key it holds, so two flows with one hash cost each
- * other at most their snippets (one mark replaces the other), and never suppress each other's. */
-BPF_TABLE("lru_hash", ft_u64, struct ft_live_key, classified, FT_CLASSIFIED_ENTRIES);
+ * snippets again until marked again) rather than new marks being refused. */
+BPF_TABLE("lru_hash", struct ft_live_key, ft_u64, classified, FT_CLASSIFIED_ENTRIES);
 /* One per-CPU slot of FT_LC__END counters: one lookup per packet, then plain indexed adds. */
 BPF_PERCPU_ARRAY(probe_counters, struct ft_live_counters, 1);
 BPF_PERCPU_ARRAY(scratch, struct ft_live_scratch, 1);
@@ -123,66 +117,37 @@ static __always_inline int ft_live_key_of(const struct ft_pkt *p, struct ft_live
     return 2;
 }
 
-/* Returns 1 when `classified` holds a mark for flow k (hash h), else 0. */
-static __always_inline int ft_is_classified(const struct ft_live_key *k, ft_u64 h)
+/* Adds the packet to its flow's exact counters, creating the entry when there is room; a full map counts
+ * FT_LC_FLOW_MAP_FULL and the packet stays counted in probe_counters only. Returns how many payload packets
+ * the flow had before this one (capped at FT_SNIPPET_BUDGET; 0 without an entry). */
+static __always_inline ft_u32 ft_flow_update(const struct ft_live_key *k, int a_is_src, const struct ft_pkt *p,
+                                             ft_u64 segs, ft_u64 l3_bytes, ft_u64 *c)
 {
-    struct ft_live_key *m = classified.lookup(&h);
-
-    return m && ft_live_key_eq(m, k);
-}
-
-/* Returns flow k's counters (hash h) in flow_stats or flow_collide, or NULL when it has none yet. *collide
- * is set when another flow holds h in flow_stats (k then belongs in flow_collide). */
-static __always_inline struct ft_live_flow *ft_flow_find(const struct ft_live_key *k, ft_u64 h, int *collide)
-{
-    struct ft_live_flow_entry *e = flow_stats.lookup(&h);
-
-    if (!e)
-        return 0;
-    if (ft_live_key_eq(&e->key, k))
-        return &e->f;
-    *collide = 1;
-    return flow_collide.lookup((struct ft_live_key *)k);
-}
-
-/* Adds the packet to its flow's exact counters (k: its key, h: ft_live_key_hash(k)), creating the entry when
- * there is room; a full map counts FT_LC_FLOW_MAP_FULL and the packet stays counted in probe_counters only.
- * Returns how many payload packets the flow had before this one (capped at FT_SNIPPET_BUDGET; 0 without an
- * entry). */
-static __always_inline ft_u32 ft_flow_update(const struct ft_live_key *k, ft_u64 h, int a_is_src,
-                                             const struct ft_pkt *p, ft_u64 segs, ft_u64 l3_bytes, ft_u64 *c)
-{
-    int d = a_is_src ? 0 : 1, collide = 0;
-    struct ft_live_flow *f = ft_flow_find(k, h, &collide);
+    struct ft_live_flow *f = flow_stats.lookup((struct ft_live_key *)k);
+    int d = a_is_src ? 0 : 1;
     ft_u32 has_payload = (p->flags & FT_F_L4) && p->payload_len > 0, seen;
 
     if (!f) {
-        struct ft_live_flow_entry init = {};
-        int err = 0;
+        struct ft_live_flow init = {};
+        int err;
 
-        __builtin_memcpy(&init.key, k, sizeof(init.key));
-        init.f.first_ns = p->ts_ns;
-        init.f.last_ns = p->ts_ns;
-        init.f.packets[d] = segs; /* the new entry holds this packet already: no second lookup */
-        init.f.bytes[d] = l3_bytes;
-        init.f.payload_pkts = has_payload;
-        if (!collide)
-            err = flow_stats.insert(&h, &init);
-        if (collide || err == -17) { /* -EEXIST: h is taken, by this flow (another CPU) or by another flow */
-            collide = 0;
-            f = ft_flow_find(k, h, &collide);
-            if (!f && collide)
-                err = flow_collide.insert((struct ft_live_key *)k, &init.f);
-            if (!f && err == -17)   /* another CPU created it in flow_collide meanwhile */
-                f = flow_collide.lookup((struct ft_live_key *)k);
-        }
-        if (!f) {
-            if (err == 0)
-                c[FT_LC_FLOW_PACKETS] += segs;
-            else if (err != -17) /* -E2BIG: map full (-EEXIST here: deleted meanwhile by the idle expiry) */
-                c[FT_LC_FLOW_MAP_FULL] += 1;
+        init.first_ns = p->ts_ns;
+        init.last_ns = p->ts_ns;
+        init.packets[d] = segs; /* the new entry holds this packet already: no second lookup */
+        init.bytes[d] = l3_bytes;
+        init.payload_pkts = has_payload;
+        err = flow_stats.insert((struct ft_live_key *)k, &init);
+        if (err == 0) {
+            c[FT_LC_FLOW_PACKETS] += segs;
             return 0;
         }
+        if (err != -17) { /* -E2BIG: map full; -EEXIST: another CPU created it meanwhile (add below) */
+            c[FT_LC_FLOW_MAP_FULL] += 1;
+            return 0;
+        }
+        f = flow_stats.lookup((struct ft_live_key *)k);
+        if (!f)
+            return 0;
     }
     __sync_fetch_and_add(&f->packets[d], segs);
     __sync_fetch_and_add(&f->bytes[d], l3_bytes);
@@ -190,10 +155,9 @@ static __always_inline ft_u32 ft_flow_update(const struct ft_live_key *k, ft_u64
     c[FT_LC_FLOW_PACKETS] += segs;
     if (p->proto == FT_IPPROTO_TCP && (p->tcp_flags & 0x12) == 0x02) {
         /* a SYN without ACK opens a new connection on this 4-tuple: DPI starts over (the engine starts a new
-         * flow), so the snippet budget restarts and an earlier connection's mark goes (only this flow's) */
+         * flow), so the snippet budget restarts and an earlier connection's mark goes */
         f->payload_pkts = 0;
-        if (ft_is_classified(k, h))
-            classified.delete(&h);
+        classified.delete((struct ft_live_key *)k);
     }
     seen = f->payload_pkts;
     if (has_payload && seen < FT_SNIPPET_BUDGET)
@@ -205,8 +169,7 @@ static __always_inline ft_u32 ft_flow_update(const struct ft_live_key *k, ft_u64
  * while DPI may still read it, else 0. `seen` (the flow's earlier payload packets) beyond the DPI budget ends
  * snippets without a map lookup, so a long flow pays for `classified` only in its first packets; RoCEv2 is
  * exempt (RDMA CM messages may come at any time and are never marked). */
-static __always_inline ft_u32 ft_snippet_len(const struct ft_pkt *p, const struct ft_live_key *k, ft_u64 h,
-                                             ft_u32 seen)
+static __always_inline ft_u32 ft_snippet_len(const struct ft_pkt *p, const struct ft_live_key *k, ft_u32 seen)
 {
     ft_u32 avail;
 
@@ -216,7 +179,7 @@ static __always_inline ft_u32 ft_snippet_len(const struct ft_pkt *p, const struc
         return 0;
     if (seen >= FT_SNIPPET_BUDGET && !(p->proto == FT_IPPROTO_UDP && p->dport == FT_UDP_PORT_ROCEV2))
         return 0;
-    if (ft_is_classified(k, h))
+    if (classified.lookup((struct ft_live_key *)k))
         return 0;
     avail = p->wire_len - p->payload_off;
     if (avail > p->payload_len)
@@ -416,10 +379,9 @@ static __always_inline void ft_account(void *ctx, struct ft_live_scratch *s, int
     __builtin_memset(&key, 0, sizeof(key));
     side = ft_live_key_of(&s->smp.rec, &key);
     if (side) {
-        ft_u64 h = ft_live_key_hash(&key);
-        ft_u32 seen = ft_flow_update(&key, h, side == 1, &s->smp.rec, segs, l3_bytes, c);
+        ft_u32 seen = ft_flow_update(&key, side == 1, &s->smp.rec, segs, l3_bytes, c);
 
-        snip = ft_snippet_len(&s->smp.rec, &key, h, seen);
+        snip = ft_snippet_len(&s->smp.rec, &key, seen);
     } else {
         c[FT_LC_NOT_METERED] += segs;
     }

@@ -9,10 +9,6 @@
 #define FT_LIVE_H
 #include "ft_record.h"
 
-#ifndef __always_inline
-#define __always_inline inline __attribute__((always_inline))
-#endif
-
 /* ---- -D flags: probe/live.py BpfConfig sets every one of them; these defaults only serve a bare compile ---- */
 #ifndef FT_SNAP_LEN
 #define FT_SNAP_LEN 128            /* payload bytes sent with a record of a not-yet-classified flow (0: none) */
@@ -29,9 +25,6 @@
 #ifndef FT_SNIPPET_BUDGET
 #define FT_SNIPPET_BUDGET 16       /* payload packets per flow that may carry a snippet: the engine's DPI budget
                                       (it reads no more); RoCEv2 (UDP 4791) is exempt: the RoCE meter reads CM */
-#endif
-#ifndef FT_FLOW_COLLIDE_ENTRIES
-#define FT_FLOW_COLLIDE_ENTRIES 4096 /* flow_collide: flows whose key hash another flow in flow_stats holds */
 #endif
 #ifndef FT_RING_WAKE_EVERY
 #define FT_RING_WAKE_EVERY 512     /* records per CPU between two wake-ups of the ring's reader (a power of two) */
@@ -64,12 +57,10 @@ struct ft_live_counters {
     ft_u64 n[FT_LC__END];
 };
 
-/* Bidirectional flow key: the engine's key (ext/ft_flow.h struct ft_key) without the RoCE QP slot. Endpoint a
- * is the lower (address, port) pair in memcmp order, as in the engine, so both directions meet and a
- * user-space lookup can build the key from a flow record. 48 bytes, padding zeroed, 8-byte aligned (read as
- * six 64-bit words by ft_live_key_hash). flow_stats and classified are keyed by its 64-bit hash and hold the
- * key itself in the value; flow_collide is keyed by it. */
-struct __attribute__((aligned(8))) ft_live_key {
+/* Bidirectional flow key of flow_stats and classified: the engine's key (ext/ft_flow.h struct ft_key) without
+ * the RoCE QP slot. Endpoint a is the lower (address, port) pair in memcmp order, as in the engine, so both
+ * directions meet and a user-space lookup can build the key from a flow record. 48 bytes, padding zeroed. */
+struct ft_live_key {
     ft_u8 addr_a[16];
     ft_u8 addr_b[16];
     ft_u16 port_a;      /* 0 for protocols without ports and for non-first fragments */
@@ -92,49 +83,6 @@ struct ft_live_flow {
                             a plain (not atomic) add: it gates snippets, it is not a reported counter */
     ft_u32 _pad;
 };
-
-/* flow_stats value: the flow's full key (a lookup by hash is a hit only when it matches) and its counters. */
-struct ft_live_flow_entry {
-    struct ft_live_key key;
-    struct ft_live_flow f;
-};
-
-#define FT_LIVE_HASH_MUL 0x9E3779B97F4A7C15ULL /* 2^64 / golden ratio, odd: the multiply is invertible */
-
-/* Returns the 64-bit key of flow_stats and classified for flow key k: its six 64-bit words (little-endian, as
- * stored) folded by multiply and xor-shift. Cheaper for the kernel's map hash than the 48-byte key (an 8-byte
- * jhash and compare instead of 48). Not collision-resistant: anyone who knows it can build a key with the
- * hash of another flow, so the maps keep the full key in their values and compare it; a flow whose hash is
- * taken counts in flow_collide (keyed by the full key), and a classified mark never suppresses another
- * flow's snippets (see flowtap.bpf.c). probe/live.py key_hash() computes the same values in user space. */
-static __always_inline ft_u64 ft_live_key_hash(const struct ft_live_key *k)
-{
-    const ft_u8 *b = (const ft_u8 *)k;
-    ft_u64 h = 0, w;
-    int i;
-
-    for (i = 0; i < 6; i++) {
-        __builtin_memcpy(&w, b + 8 * i, 8);
-        h = (h ^ w) * FT_LIVE_HASH_MUL;
-        h ^= h >> 32;
-    }
-    return h;
-}
-
-/* Returns 1 when the keys a and b are equal (all 48 bytes, padding included: it is always zero), else 0. */
-static __always_inline int ft_live_key_eq(const struct ft_live_key *a, const struct ft_live_key *b)
-{
-    const ft_u8 *x = (const ft_u8 *)a, *y = (const ft_u8 *)b;
-    ft_u64 u, v, d = 0;
-    int i;
-
-    for (i = 0; i < 6; i++) {
-        __builtin_memcpy(&u, x + 8 * i, 8);
-        __builtin_memcpy(&v, y + 8 * i, 8);
-        d |= u ^ v;
-    }
-    return d == 0;
-}
 
 /* The parser's position between two stages (tail calls) of flowtap.bpf.c: what ft_parse() keeps in local
  * variables across the iterations of its decapsulation loop. */
