@@ -79,8 +79,9 @@ def _old_bpf_dir(rev: str, into: Path) -> Path:
 # benchmark switches), so the difference to "this tree" in the same run is that part's cost.
 BREAKDOWN = {
     "no clock read": [("s->smp.rec.ts_ns = bpf_ktime_get_ns();", "s->smp.rec.ts_ns = 1;")],
-    "no flow maps": [("        ft_u32 seen = ft_flow_update(&key, side == 1, &s->smp.rec, segs, l3_bytes, c);\n\n"
-                      "        snip = ft_snippet_len(&s->smp.rec, &key, seen);",
+    "no flow maps": [("        struct ft_live_flow *f = 0;\n"
+                      "        ft_u32 seen = ft_flow_update(&key, side == 1, &s->smp.rec, segs, l3_bytes, c, &f);\n\n"
+                      "        snip = ft_snippet_len(&s->smp.rec, &key, seen, f);",
                       "        snip = 0;")],
     # flow_stats' two atomic adds as plain adds (wrong with several CPUs on one flow): what the atomics cost
     "no atomics": [("    __sync_fetch_and_add(&f->packets[d], segs);\n    __sync_fetch_and_add(&f->bytes[d], l3_bytes);",

@@ -119,9 +119,10 @@ static __always_inline int ft_live_key_of(const struct ft_pkt *p, struct ft_live
 
 /* Adds the packet to its flow's exact counters, creating the entry when there is room; a full map counts
  * FT_LC_FLOW_MAP_FULL and the packet stays counted in probe_counters only. Returns how many payload packets
- * the flow had before this one (capped at FT_SNIPPET_BUDGET; 0 without an entry). */
+ * the flow had before this one (capped at FT_SNIPPET_BUDGET; 0 without an entry), and in *fp the flow's
+ * entry when it existed before this packet (else NULL). */
 static __always_inline ft_u32 ft_flow_update(const struct ft_live_key *k, int a_is_src, const struct ft_pkt *p,
-                                             ft_u64 segs, ft_u64 l3_bytes, ft_u64 *c)
+                                             ft_u64 segs, ft_u64 l3_bytes, ft_u64 *c, struct ft_live_flow **fp)
 {
     struct ft_live_flow *f = flow_stats.lookup((struct ft_live_key *)k);
     int d = a_is_src ? 0 : 1;
@@ -149,6 +150,7 @@ static __always_inline ft_u32 ft_flow_update(const struct ft_live_key *k, int a_
         if (!f)
             return 0;
     }
+    *fp = f;
     __sync_fetch_and_add(&f->packets[d], segs);
     __sync_fetch_and_add(&f->bytes[d], l3_bytes);
     f->last_ns = p->ts_ns; /* racy between CPUs by a few ns at most; informational */
@@ -168,8 +170,11 @@ static __always_inline ft_u32 ft_flow_update(const struct ft_live_key *k, int a_
 /* Returns the payload snippet length to send for this record: min(FT_SNAP_LEN, payload bytes in the frame)
  * while DPI may still read it, else 0. `seen` (the flow's earlier payload packets) beyond the DPI budget ends
  * snippets without a map lookup, so a long flow pays for `classified` only in its first packets; RoCEv2 is
- * exempt (RDMA CM messages may come at any time and are never marked). */
-static __always_inline ft_u32 ft_snippet_len(const struct ft_pkt *p, const struct ft_live_key *k, ft_u32 seen)
+ * exempt (RDMA CM messages may come at any time and are never marked). A flow found marked gets its count
+ * set to the budget in its entry f (when it has one), so its later packets skip the `classified` lookup too
+ * (a plain store: a lost race costs one more lookup); a SYN resets it with the mark (ft_flow_update). */
+static __always_inline ft_u32 ft_snippet_len(const struct ft_pkt *p, const struct ft_live_key *k, ft_u32 seen,
+                                             struct ft_live_flow *f)
 {
     ft_u32 avail;
 
@@ -179,8 +184,11 @@ static __always_inline ft_u32 ft_snippet_len(const struct ft_pkt *p, const struc
         return 0;
     if (seen >= FT_SNIPPET_BUDGET && !(p->proto == FT_IPPROTO_UDP && p->dport == FT_UDP_PORT_ROCEV2))
         return 0;
-    if (classified.lookup((struct ft_live_key *)k))
+    if (classified.lookup((struct ft_live_key *)k)) {
+        if (f)
+            f->payload_pkts = FT_SNIPPET_BUDGET;
         return 0;
+    }
     avail = p->wire_len - p->payload_off;
     if (avail > p->payload_len)
         avail = p->payload_len;
@@ -379,9 +387,10 @@ static __always_inline void ft_account(void *ctx, struct ft_live_scratch *s, int
     __builtin_memset(&key, 0, sizeof(key));
     side = ft_live_key_of(&s->smp.rec, &key);
     if (side) {
-        ft_u32 seen = ft_flow_update(&key, side == 1, &s->smp.rec, segs, l3_bytes, c);
+        struct ft_live_flow *f = 0;
+        ft_u32 seen = ft_flow_update(&key, side == 1, &s->smp.rec, segs, l3_bytes, c, &f);
 
-        snip = ft_snippet_len(&s->smp.rec, &key, seen);
+        snip = ft_snippet_len(&s->smp.rec, &key, seen, f);
     } else {
         c[FT_LC_NOT_METERED] += segs;
     }

@@ -79,8 +79,9 @@ struct ft_live_flow {
     ft_u64 bytes[2];
     ft_u64 first_ns;
     ft_u64 last_ns;
-    ft_u32 payload_pkts; /* packets with L4 payload, both directions, counted up to FT_SNIPPET_BUDGET only;
-                            a plain (not atomic) add: it gates snippets, it is not a reported counter */
+    ft_u32 payload_pkts; /* packets with L4 payload, both directions, counted up to FT_SNIPPET_BUDGET only,
+                            and set to it once the flow is found in `classified`; plain (not atomic) stores:
+                            it gates snippets, it is not a reported counter */
     ft_u32 _pad;
 };
 
