@@ -125,6 +125,7 @@ static __always_inline ft_u32 ft_flow_update(const struct ft_live_key *k, int a_
                                              ft_u64 segs, ft_u64 l3_bytes, ft_u64 *c, struct ft_live_flow **fp)
 {
     struct ft_live_flow *f = flow_stats.lookup((struct ft_live_key *)k);
+    ft_u32 cpu = bpf_get_smp_processor_id();
     int d = a_is_src ? 0 : 1;
     ft_u32 has_payload = (p->flags & FT_F_L4) && p->payload_len > 0, seen;
 
@@ -134,8 +135,9 @@ static __always_inline ft_u32 ft_flow_update(const struct ft_live_key *k, int a_
 
         init.first_ns = p->ts_ns;
         init.last_ns = p->ts_ns;
-        init.packets[d] = segs; /* the new entry holds this packet already: no second lookup */
-        init.bytes[d] = l3_bytes;
+        init.owner_cpu = cpu;
+        init.own_packets[d] = segs; /* the new entry holds this packet already: no second lookup */
+        init.own_bytes[d] = l3_bytes;
         init.payload_pkts = has_payload;
         err = flow_stats.insert((struct ft_live_key *)k, &init);
         if (err == 0) {
@@ -151,8 +153,13 @@ static __always_inline ft_u32 ft_flow_update(const struct ft_live_key *k, int a_
             return 0;
     }
     *fp = f;
-    __sync_fetch_and_add(&f->packets[d], segs);
-    __sync_fetch_and_add(&f->bytes[d], l3_bytes);
+    if (f->owner_cpu == cpu) { /* only this CPU writes these (ft_live.h): plain adds stay exact */
+        f->own_packets[d] += segs;
+        f->own_bytes[d] += l3_bytes;
+    } else {
+        __sync_fetch_and_add(&f->packets[d], segs);
+        __sync_fetch_and_add(&f->bytes[d], l3_bytes);
+    }
     f->last_ns = p->ts_ns; /* racy between CPUs by a few ns at most; informational */
     c[FT_LC_FLOW_PACKETS] += segs;
     if (p->proto == FT_IPPROTO_TCP && (p->tcp_flags & 0x12) == 0x02) {
