@@ -18,8 +18,9 @@
  * each verified from a clean state, so their costs add instead of multiplying:
  *   entry (L2 + IP of the outer packet) -> l4 stage (TCP/UDP/ICMP/RoCE, or a tunnel header)
  *        -> [tunnel: l3 stage (L2 + IP of the inner packet) -> l4 stage, at most FT_PARSE_MAX_TUNNEL times]
- *        -> account (counters, flow_stats, snippet, ring buffer): inlined at the end of the l4 stage, so an
- *           ordinary packet takes one tail call; its own program only after a parse that ended earlier.
+ *        -> account (counters, flow_stats, snippet, ring buffer): inlined at the end of the l4 stage, so a
+ *           packet the fast path (below) declines takes one tail call; its own program only after a parse
+ *           that ended earlier.
  * The state ft_parse() keeps in locals between its steps lives in the per-CPU scratch slot (a tail call stays
  * on its CPU).
  *
@@ -348,8 +349,9 @@ static __always_inline ft_u32 ft_live_rec_len(const struct ft_pkt *p)
 
 /* Account stage: counters, flow_stats, snippet and ring-buffer record for the record in scratch slot s. Run in
  * the entry program after the fast parse (the common path: no tail call), at the end of the L4 stage (one
- * tail call), and as its own program after an entry or L3 stage that ended the parse. is_xdp is a compile-time constant after inlining, so each program keeps
- * only its own helper calls; fast (also a constant) says the entry program parsed the frame itself. */
+ * tail call), and as its own program after an entry or L3 stage that ended the parse. is_xdp is a
+ * compile-time constant after inlining, so each program keeps only its own helper calls; fast (also a
+ * constant) says the entry program parsed the frame itself. */
 static __always_inline void ft_account(void *ctx, struct ft_live_scratch *s, int is_xdp, int fast)
 {
     struct ft_live_key key;
