@@ -51,14 +51,16 @@ def _ext_dir() -> Path:
 # Mirrors enum ft_live_counter of probe/bpf/ft_live.h, after the FT_R__COUNT parse reasons (checked by
 # tests/test_live_layout.py against the header).
 LIVE_COUNTER_NAMES = ("packets", "wire_bytes", "not_metered", "flow_packets", "flow_map_full", "ring_records",
-                      "ring_full", "ring_full_packets", "gso_packets", "snippets", "tail_call_failed")
+                      "ring_full", "ring_full_packets", "gso_packets", "snippets", "tail_call_failed",
+                      "fast_parsed")
 
 # ft_live.h struct ft_live_key / ft_live_flow, as numpy dtypes (checked against sizeof by the layout test)
 KEY_DTYPE = np.dtype([("addr_a", "V16"), ("addr_b", "V16"), ("port_a", "<u2"), ("port_b", "<u2"),
                       ("ip_version", "u1"), ("proto", "u1"), ("vlan_id", "<u2"), ("tunnel_id", "<u4"),
                       ("_pad", "<u4")])
 FLOW_DTYPE = np.dtype([("packets", "<u8", 2), ("bytes", "<u8", 2), ("first_ns", "<u8"), ("last_ns", "<u8"),
-                       ("payload_pkts", "<u4"), ("_pad", "<u4")])
+                       ("payload_pkts", "<u4"), ("owner_cpu", "<u4"), ("own_packets", "<u8", 2),
+                       ("own_bytes", "<u8", 2)])
 
 XDP_FLAGS_UPDATE_IF_NOEXIST = 1 << 0
 XDP_FLAGS_SKB_MODE = 1 << 1
@@ -240,13 +242,17 @@ class Probe:
         return out
 
     def kernel_flows(self) -> np.ndarray:
-        """flow_stats as a structured array: key fields, then packets/bytes per direction (a->b, b->a)."""
+        """flow_stats as a structured array: key fields, then packets/bytes per direction (a->b, b->a): the
+        flow's totals (the owner CPU's own_packets/own_bytes added; those fields keep their share)."""
         t = self.bpf.get_table(b"flow_stats")
         rows = []
         for k, v in t.items():
             rows.append(bytes(k) + bytes(v))
         dt = np.dtype([("key", KEY_DTYPE), ("flow", FLOW_DTYPE)])
-        return np.frombuffer(b"".join(rows), dtype=dt) if rows else np.zeros(0, dt)
+        out = np.frombuffer(b"".join(rows), dtype=dt).copy() if rows else np.zeros(0, dt)
+        out["flow"]["packets"] += out["flow"]["own_packets"]
+        out["flow"]["bytes"] += out["flow"]["own_bytes"]
+        return out
 
     def expire_kernel_flows(self, older_than_mono_ns: int) -> tuple[int, int, int]:
         """Deletes flow_stats entries last seen before the given monotonic time, so the map holds active flows
@@ -257,8 +263,8 @@ class Probe:
         for k, v in t.items():
             if v.last_ns < older_than_mono_ns:
                 dead.append(k)
-                pk += v.packets[0] + v.packets[1]
-                by += v.bytes[0] + v.bytes[1]
+                pk += v.packets[0] + v.packets[1] + v.own_packets[0] + v.own_packets[1]
+                by += v.bytes[0] + v.bytes[1] + v.own_bytes[0] + v.own_bytes[1]
         for k in dead:
             with contextlib.suppress(KeyError):
                 del t[k]

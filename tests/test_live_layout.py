@@ -28,7 +28,7 @@ def test_struct_sizes_match_the_numpy_mirrors():
     from dpi._reader import PKT_SIZE, REASON_NAMES
     from probe.live import FLOW_DTYPE, KEY_DTYPE, LIVE_COUNTER_NAMES
     assert ring.KEY_SIZE == KEY_DTYPE.itemsize == 48
-    assert ring.FLOW_SIZE == FLOW_DTYPE.itemsize == 56
+    assert ring.FLOW_SIZE == FLOW_DTYPE.itemsize == 88
     assert ring.SAMPLE_HDR == 16
     assert ring.SAMPLE_SIZE == 16 + PKT_SIZE + 128  # default FT_SNAP_LEN
     assert ring.COUNTERS == len(REASON_NAMES) + len(LIVE_COUNTER_NAMES)

@@ -18,10 +18,18 @@
  * each verified from a clean state, so their costs add instead of multiplying:
  *   entry (L2 + IP of the outer packet) -> l4 stage (TCP/UDP/ICMP/RoCE, or a tunnel header)
  *        -> [tunnel: l3 stage (L2 + IP of the inner packet) -> l4 stage, at most FT_PARSE_MAX_TUNNEL times]
- *        -> account (counters, flow_stats, snippet, ring buffer): inlined at the end of the l4 stage, so an
- *           ordinary packet takes one tail call; its own program only after a parse that ended earlier.
+ *        -> account (counters, flow_stats, snippet, ring buffer): inlined at the end of the l4 stage, so a
+ *           packet the fast path (below) declines takes one tail call; its own program only after a parse
+ *           that ended earlier.
  * The state ft_parse() keeps in locals between its steps lives in the per-CPU scratch slot (a tail call stays
- * on its CPU). tests/test_live_parity.py runs every frame of the nDPI captures through this program
+ * on its CPU).
+ *
+ * Fast path. Before the stages, the entry program tries ft_parse_fast_ether() (ext/ft_parse_fast.h): a
+ * straight-line parse of the common frames (Ethernet with at most one VLAN tag; IPv4 without options and not
+ * a fragment, or IPv6 straight to TCP/UDP; TCP without options or with NOP,NOP,TS; UDP, RoCEv2 included). It
+ * fills the same record and the entry program does the accounting itself, with no tail call; any other
+ * frame it declines without writing, and the stages parse it as before (FT_LC_FAST_PARSED counts the fast
+ * ones). tests/test_live_parity.py runs every frame of the nDPI captures through this program
  * (BPF_PROG_TEST_RUN) and through the replay parser and requires identical records.
  *
  * The TC programs return TC_ACT_UNSPEC, which makes cls_bpf go on to the next filter: flowtap observes and
@@ -33,6 +41,7 @@
 #include <uapi/linux/pkt_cls.h>
 
 #include "ft_parse.h"
+#include "ft_parse_fast.h"
 #include "ft_live.h"
 
 BPF_RINGBUF_OUTPUT(pkt_events, FT_RING_BYTES / 4096);
@@ -111,11 +120,13 @@ static __always_inline int ft_live_key_of(const struct ft_pkt *p, struct ft_live
 
 /* Adds the packet to its flow's exact counters, creating the entry when there is room; a full map counts
  * FT_LC_FLOW_MAP_FULL and the packet stays counted in probe_counters only. Returns how many payload packets
- * the flow had before this one (capped at FT_SNIPPET_BUDGET; 0 without an entry). */
+ * the flow had before this one (capped at FT_SNIPPET_BUDGET; 0 without an entry), and in *fp the flow's
+ * entry when it existed before this packet (else NULL). */
 static __always_inline ft_u32 ft_flow_update(const struct ft_live_key *k, int a_is_src, const struct ft_pkt *p,
-                                             ft_u64 segs, ft_u64 l3_bytes, ft_u64 *c)
+                                             ft_u64 segs, ft_u64 l3_bytes, ft_u64 *c, struct ft_live_flow **fp)
 {
     struct ft_live_flow *f = flow_stats.lookup((struct ft_live_key *)k);
+    ft_u32 cpu = bpf_get_smp_processor_id();
     int d = a_is_src ? 0 : 1;
     ft_u32 has_payload = (p->flags & FT_F_L4) && p->payload_len > 0, seen;
 
@@ -125,8 +136,9 @@ static __always_inline ft_u32 ft_flow_update(const struct ft_live_key *k, int a_
 
         init.first_ns = p->ts_ns;
         init.last_ns = p->ts_ns;
-        init.packets[d] = segs; /* the new entry holds this packet already: no second lookup */
-        init.bytes[d] = l3_bytes;
+        init.owner_cpu = cpu;
+        init.own_packets[d] = segs; /* the new entry holds this packet already: no second lookup */
+        init.own_bytes[d] = l3_bytes;
         init.payload_pkts = has_payload;
         err = flow_stats.insert((struct ft_live_key *)k, &init);
         if (err == 0) {
@@ -141,8 +153,14 @@ static __always_inline ft_u32 ft_flow_update(const struct ft_live_key *k, int a_
         if (!f)
             return 0;
     }
-    __sync_fetch_and_add(&f->packets[d], segs);
-    __sync_fetch_and_add(&f->bytes[d], l3_bytes);
+    *fp = f;
+    if (f->owner_cpu == cpu) { /* only this CPU writes these (ft_live.h): plain adds stay exact */
+        f->own_packets[d] += segs;
+        f->own_bytes[d] += l3_bytes;
+    } else {
+        __sync_fetch_and_add(&f->packets[d], segs);
+        __sync_fetch_and_add(&f->bytes[d], l3_bytes);
+    }
     f->last_ns = p->ts_ns; /* racy between CPUs by a few ns at most; informational */
     c[FT_LC_FLOW_PACKETS] += segs;
     if (p->proto == FT_IPPROTO_TCP && (p->tcp_flags & 0x12) == 0x02) {
@@ -160,8 +178,11 @@ static __always_inline ft_u32 ft_flow_update(const struct ft_live_key *k, int a_
 /* Returns the payload snippet length to send for this record: min(FT_SNAP_LEN, payload bytes in the frame)
  * while DPI may still read it, else 0. `seen` (the flow's earlier payload packets) beyond the DPI budget ends
  * snippets without a map lookup, so a long flow pays for `classified` only in its first packets; RoCEv2 is
- * exempt (RDMA CM messages may come at any time and are never marked). */
-static __always_inline ft_u32 ft_snippet_len(const struct ft_pkt *p, const struct ft_live_key *k, ft_u32 seen)
+ * exempt (RDMA CM messages may come at any time and are never marked). A flow found marked gets its count
+ * set to the budget in its entry f (when it has one), so its later packets skip the `classified` lookup too
+ * (a plain store: a lost race costs one more lookup); a SYN resets it with the mark (ft_flow_update). */
+static __always_inline ft_u32 ft_snippet_len(const struct ft_pkt *p, const struct ft_live_key *k, ft_u32 seen,
+                                             struct ft_live_flow *f)
 {
     ft_u32 avail;
 
@@ -171,8 +192,11 @@ static __always_inline ft_u32 ft_snippet_len(const struct ft_pkt *p, const struc
         return 0;
     if (seen >= FT_SNIPPET_BUDGET && !(p->proto == FT_IPPROTO_UDP && p->dport == FT_UDP_PORT_ROCEV2))
         return 0;
-    if (classified.lookup((struct ft_live_key *)k))
+    if (classified.lookup((struct ft_live_key *)k)) {
+        if (f)
+            f->payload_pkts = FT_SNIPPET_BUDGET;
         return 0;
+    }
     avail = p->wire_len - p->payload_off;
     if (avail > p->payload_len)
         avail = p->payload_len;
@@ -323,11 +347,12 @@ static __always_inline ft_u32 ft_live_rec_len(const struct ft_pkt *p)
     return FT_LIVE_REC_BASE;
 }
 
-/* Account stage: counters, flow_stats, snippet and ring-buffer record for the record in scratch slot s. Run at
- * the end of the L4 stage (the common path: one tail call per packet) and as its own program after an entry
- * or L3 stage that ended the parse. is_xdp is a compile-time constant after inlining, so each program keeps
- * only its own helper calls. */
-static __always_inline void ft_account(void *ctx, struct ft_live_scratch *s, int is_xdp)
+/* Account stage: counters, flow_stats, snippet and ring-buffer record for the record in scratch slot s. Run in
+ * the entry program after the fast parse (the common path: no tail call), at the end of the L4 stage (one
+ * tail call), and as its own program after an entry or L3 stage that ended the parse. is_xdp is a
+ * compile-time constant after inlining, so each program keeps only its own helper calls; fast (also a
+ * constant) says the entry program parsed the frame itself. */
+static __always_inline void ft_account(void *ctx, struct ft_live_scratch *s, int is_xdp, int fast)
 {
     struct ft_live_key key;
     ft_u64 snip = 0, segs, hdrs, l3_bytes, wire_bytes, rec_len, wake;
@@ -365,13 +390,16 @@ static __always_inline void ft_account(void *ctx, struct ft_live_scratch *s, int
     c[reason < FT_R__COUNT ? reason : FT_R__COUNT - 1] += segs;
     c[FT_LC_PACKETS] += segs;
     c[FT_LC_WIRE_BYTES] += wire_bytes;
+    if (fast)
+        c[FT_LC_FAST_PARSED] += segs;
 
     __builtin_memset(&key, 0, sizeof(key));
     side = ft_live_key_of(&s->smp.rec, &key);
     if (side) {
-        ft_u32 seen = ft_flow_update(&key, side == 1, &s->smp.rec, segs, l3_bytes, c);
+        struct ft_live_flow *f = 0;
+        ft_u32 seen = ft_flow_update(&key, side == 1, &s->smp.rec, segs, l3_bytes, c, &f);
 
-        snip = ft_snippet_len(&s->smp.rec, &key, seen);
+        snip = ft_snippet_len(&s->smp.rec, &key, seen, f);
     } else {
         c[FT_LC_NOT_METERED] += segs;
     }
@@ -450,6 +478,10 @@ static __always_inline int ft_tc_entry(struct __sk_buff *skb, ft_u8 direction)
 
     if (!s)
         return TC_ACT_UNSPEC;
+    if (ft_parse_fast_ether(FT_SKB_DATA(skb), FT_SKB_END(skb), &s->smp.rec) != FT_FAST_DECLINED) {
+        ft_account(skb, s, 0, 1); /* the common frames: parsed here, no tail call */
+        return TC_ACT_UNSPEC;
+    }
     if (ft_stage_l3(s, FT_SKB_DATA(skb), FT_SKB_END(skb)) == FT_OK)
         ft_tc_next(skb, FT_SLOT_L4);
     else
@@ -491,7 +523,7 @@ int ft_tc_l4(struct __sk_buff *skb)
     if (ft_stage_l4(s, FT_SKB_DATA(skb), FT_SKB_END(skb)))
         ft_tc_next(skb, FT_SLOT_L3);
     else
-        ft_account(skb, s, 0);
+        ft_account(skb, s, 0, 0);
     return TC_ACT_UNSPEC;
 }
 
@@ -501,7 +533,7 @@ int ft_tc_account(struct __sk_buff *skb)
     struct ft_live_scratch *s = scratch.lookup(&zero);
 
     if (s)
-        ft_account(skb, s, 0);
+        ft_account(skb, s, 0, 0);
     return TC_ACT_UNSPEC;
 }
 
@@ -513,6 +545,10 @@ int ft_xdp(struct xdp_md *ctx)
 
     if (!s)
         return XDP_PASS;
+    if (ft_parse_fast_ether(FT_XDP_DATA(ctx), FT_XDP_END(ctx), &s->smp.rec) != FT_FAST_DECLINED) {
+        ft_account(ctx, s, 1, 1); /* the common frames: parsed here, no tail call */
+        return XDP_PASS;
+    }
     if (ft_stage_l3(s, FT_XDP_DATA(ctx), FT_XDP_END(ctx)) == FT_OK)
         ft_xdp_next(ctx, FT_SLOT_L4);
     else
@@ -544,7 +580,7 @@ int ft_xdp_l4(struct xdp_md *ctx)
     if (ft_stage_l4(s, FT_XDP_DATA(ctx), FT_XDP_END(ctx)))
         ft_xdp_next(ctx, FT_SLOT_L3);
     else
-        ft_account(ctx, s, 1);
+        ft_account(ctx, s, 1, 0);
     return XDP_PASS;
 }
 
@@ -554,7 +590,7 @@ int ft_xdp_account(struct xdp_md *ctx)
     struct ft_live_scratch *s = scratch.lookup(&zero);
 
     if (s)
-        ft_account(ctx, s, 1);
+        ft_account(ctx, s, 1, 0);
     return XDP_PASS;
 }
 

@@ -48,6 +48,7 @@ enum ft_live_counter {
     FT_LC_GSO_PACKETS,            /* runs on a GSO super-packet (each record then stands for gso_segs) */
     FT_LC_SNIPPETS,               /* records that carried a payload snippet */
     FT_LC_TAIL_CALL_FAILED,       /* packets whose next stage could not be entered (loader bug: slot empty) */
+    FT_LC_FAST_PARSED,            /* packets the entry program parsed itself (ext/ft_parse_fast.h): no tail call */
     FT_LC__END
 };
 
@@ -71,16 +72,26 @@ struct ft_live_key {
     ft_u32 _pad;
 };
 
-/* flow_stats value: exact counters, updated atomically by every CPU. Index 0: a -> b, 1: b -> a. Bytes are
- * IP octets (l3_len), as the engine's src_bytes/dst_bytes. Times are kernel monotonic ns (bpf_ktime_get_ns). */
+/* flow_stats value: exact counters. Index 0: a -> b, 1: b -> a. Bytes are IP octets (l3_len), as the engine's
+ * src_bytes/dst_bytes. Times are kernel monotonic ns (bpf_ktime_get_ns). A flow's total is packets + own_packets
+ * (bytes + own_bytes): the CPU that created the entry (owner_cpu; the one RSS or the sending socket keeps most
+ * of a flow's packets on) adds with plain adds to the own_ counters, which no other CPU writes, and every other
+ * CPU adds atomically to packets/bytes. A program runs to its end on its CPU without another run of the same
+ * hook on that CPU in between (XDP and tc ingress in softirq, tc egress with softirqs off), so the plain adds
+ * are exact, as the per-CPU probe_counters and the scratch slot rely on too (a PREEMPT_RT kernel, where
+ * softirqs are preemptible threads, would break all three). Measured: 10-15 ns a packet less than atomic
+ * adds on every CPU (docs/live.md, Benchmark). */
 struct ft_live_flow {
-    ft_u64 packets[2];
+    ft_u64 packets[2];     /* atomic adds, CPUs other than owner_cpu */
     ft_u64 bytes[2];
     ft_u64 first_ns;
     ft_u64 last_ns;
-    ft_u32 payload_pkts; /* packets with L4 payload, both directions, counted up to FT_SNIPPET_BUDGET only;
-                            a plain (not atomic) add: it gates snippets, it is not a reported counter */
-    ft_u32 _pad;
+    ft_u32 payload_pkts;   /* packets with L4 payload, both directions, counted up to FT_SNIPPET_BUDGET only,
+                              and set to it once the flow is found in `classified`; plain (not atomic) stores:
+                              it gates snippets, it is not a reported counter */
+    ft_u32 owner_cpu;      /* bpf_get_smp_processor_id() of the packet that created the entry */
+    ft_u64 own_packets[2]; /* plain adds, owner_cpu only */
+    ft_u64 own_bytes[2];
 };
 
 /* The parser's position between two stages (tail calls) of flowtap.bpf.c: what ft_parse() keeps in local
