@@ -15,6 +15,10 @@ cnp.import_array()
 cdef extern from "ft_parse.h" nogil:
     int ft_parse(const uint8_t *data, const uint8_t *data_end, uint32_t linktype, ft_pkt *p)
 
+cdef extern from "ft_parse_fast.h" nogil:
+    int ft_parse_fast_ether(const uint8_t *data, const uint8_t *data_end, ft_pkt *p)
+    int FT_FAST_DECLINED
+
 
 def _pkt_dtype():
     names, formats, offsets = [], [], []
@@ -38,10 +42,12 @@ MAX_TUNNEL = FT_MAX_TUNNEL
 
 
 def parse_frame(const uint8_t[::1] frame not None, unsigned int linktype=1, wire_len=None,
-                unsigned long long ts_ns=0):
+                unsigned long long ts_ns=0, int path=0):
     """Parse one frame; return its record as a numpy structured scalar of PKT_DTYPE.
 
-    For tests and tools (one Python object per call): the replay path never calls this.
+    path: 0 the general parser (ft_parse), 1 the fast path only (ft_parse_fast_ether; None when it declines
+    the frame), 2 both as the reader does (fast path, else the general parser). For tests and tools (one
+    Python object per call): the replay path never calls this.
     """
     out = np.zeros(1, dtype=PKT_DTYPE)
     cdef ft_pkt *p = <ft_pkt *> cnp.PyArray_DATA(out)
@@ -52,6 +58,10 @@ def parse_frame(const uint8_t[::1] frame not None, unsigned int linktype=1, wire
     p.wire_len = <uint32_t> (n if wire_len is None else wire_len)
     if p.cap_len < p.wire_len:
         p.flags |= FT_F_TRUNC
+    if path and linktype == 1 and ft_parse_fast_ether(base, base + n, p) != FT_FAST_DECLINED:
+        return out[0]
+    if path == 1:
+        return None
     ft_parse(base, base + n, linktype, p)
     return out[0]
 

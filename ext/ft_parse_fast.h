@@ -105,14 +105,14 @@ static __always_inline int ft_parse_fast_ether(const ft_u8 *data, const ft_u8 *d
         p->ip_version = 4;
         p->tos = ip[1];
         p->ttl = ip[8];
-        p->flags = FT_F_L3 | ((frag & 0x4000) ? FT_F_IPV4_DF : 0);
+        p->flags |= FT_F_L3 | ((frag & 0x4000) ? FT_F_IPV4_DF : 0); /* keeps the caller's FT_F_TRUNC */
     } else {
         __builtin_memcpy(p->src_addr, ip + 8, 16);
         __builtin_memcpy(p->dst_addr, ip + 24, 16);
         p->ip_version = 6;
         p->tos = (ft_u8)(ft_load_be16(ip) >> 4); /* version(4) traffic class(8) flow label(20) */
         p->ttl = ip[7];
-        p->flags = FT_F_L3;
+        p->flags |= FT_F_L3;
     }
     p->proto = proto;
     p->l3_len = total;
