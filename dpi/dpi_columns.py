@@ -10,7 +10,10 @@ import pyarrow as pa
 
 from . import _flowtable
 from .coded import CodedText, masked, nulls, plain, validity
-from .rules import CONFIDENCE, Vocab
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:   # dpi.rules is imported when DPI runs (11 ms): not for a replay with DPI off
+    from .rules import Vocab
 
 # ft_dpi_out.set bits (ext/dpi/dpi_types.h)
 O_SERVER_NAME, O_ALPN, O_VERSION, O_METHOD, O_PATH, O_UA = 0x001, 0x002, 0x008, 0x010, 0x020, 0x040
@@ -36,6 +39,7 @@ _BUILTIN: Vocab | None = None
 def _builtin() -> Vocab:
     global _BUILTIN
     if _BUILTIN is None:
+        from .rules import Vocab
         _BUILTIN = Vocab.builtin()
     return _BUILTIN
 
@@ -44,6 +48,7 @@ class _Tables:
     """Vocabularies, cached per Vocab."""
 
     def __init__(self, v: Vocab):
+        from .rules import CONFIDENCE
         self.labels = CodedText([x or None for x in v.labels])
         cats = [None] + sorted({c for c in list(v.label_categories) + list(v.rule_categories) if c})
         index = {c: i for i, c in enumerate(cats)}
