@@ -46,6 +46,8 @@ class EngineConfig:
     rules: list = field(default_factory=list)  # extra rule files/directories (on top of the shipped rules/)
     shipped_rules: bool = True         # load rules/*.toml of this checkout
     tcp_meter: bool = True             # TCP loss/latency meters (issue 3); off: their columns are left out
+    roce_columns: bool = True          # the RoCE meter's columns (issue 4); off: left out (the meter still keys
+                                       # and pairs RoCE flows by queue pair: one record per QP pair)
 
     def validate(self) -> None:
         for name in ("idle_timeout_s", "active_timeout_s", "closed_timeout_s"):
@@ -66,7 +68,8 @@ class EngineConfig:
 
     def column_groups(self) -> tuple[str, ...]:
         """The output's column groups (dpi.schema.GROUPS): a meter that is off has no columns."""
-        return ("core",) + (("dpi",) if self.dpi_budget else ()) + ("roce",) + (("tcp",) if self.tcp_meter else ())
+        return ("core",) + (("dpi",) if self.dpi_budget else ()) + (("roce",) if self.roce_columns else ()) + \
+            (("tcp",) if self.tcp_meter else ())
 
     def settings(self) -> dict:
         d = asdict(self)

@@ -414,15 +414,17 @@ def _field(c: Column) -> pa.Field:
 
 
 # Column groups, in schema order. "core" is always there; each other group is the output of one meter and is
-# left out of the file when that meter is off (replay/capture --no-tcp-meter, --dpi-budget 0): absent, not
-# zero, so that a reader cannot take "not measured" for "measured nothing". The file's flowtap.column_groups
+# left out of the file when that meter is off or its columns are not wanted (replay --no-tcp-meter,
+# --dpi-budget 0, --no-roce-columns): absent, not zero, so that a reader cannot take "not measured" for
+# "measured nothing". The file's flowtap.column_groups
 # says which groups it has; columns keep their relative order, so files of different settings concatenate
 # by name (DuckDB union_by_name, polars how="diagonal").
 GROUPS = ("core", "dpi", "roce", "tcp")
 GROUP_DOCS = {
     "core": "always present: identity, time, counters, tunnel, ICMP, app_proto",
     "dpi": "application classification (issue 5); absent with --dpi-budget 0",
-    "roce": "RoCEv2 meter (issue 4); always present (the RoCE meter defines RoCE flows' keys and pairing)",
+    "roce": "RoCEv2 meter (issue 4); absent with --no-roce-columns (the meter still runs: it keys and pairs "
+            "RoCE flows by queue pair)",
     "tcp": "TCP loss and latency meter (issue 3); absent with --no-tcp-meter",
 }
 

@@ -178,6 +178,9 @@ Exit codes: 0 ok, 2 usage, 3 unreadable or malformed input (what was read is sti
               help="TCP loss and latency meters (docs/tcp.md). Off, the replay is faster, the file has no "
                    "TCP meter columns (column group tcp, docs/schema.md) and its flowtap.settings say "
                    "tcp_meter false.")
+@click.option("--roce-columns/--no-roce-columns", default=True, show_default=True,
+              help="The RoCE meter's 91 columns (column group roce, docs/roce.md). Off, they are left out of "
+                   "the file, for hosts that see no RoCE; RoCE flows are still one record per queue pair.")
 # ---- DPI (issue 5) ----
 @click.option("--rules", "rules", multiple=True, type=click.Path(exists=True), metavar="DIR",
               help="Extra rule files or directories of *.toml (repeatable); they override the shipped rules.")
@@ -191,7 +194,7 @@ Exit codes: 0 ok, 2 usage, 3 unreadable or malformed input (what was read is sti
                    "each; beyond, DPI sees a flow packet by packet. 0: no reassembly.")
 @output_options  # issue 7
 def replay(captures, output, fmt, idle_timeout, active_timeout, max_flows, observer, progress, as_json,
-           tcp_meter, rules, dpi_budget, dpi_reasm_flows, max_output_size, parquet_journal):
+           tcp_meter, roce_columns, rules, dpi_budget, dpi_reasm_flows, max_output_size, parquet_journal):
     """Replay pcap/pcapng captures (plain, .gz or .zst) into flow records."""
     from dpi.engine import EngineConfig, RulesError
     from dpi.replay import InputError, replay as run_replay
@@ -199,7 +202,8 @@ def replay(captures, output, fmt, idle_timeout, active_timeout, max_flows, obser
 
     config = EngineConfig(idle_timeout_s=idle_timeout, active_timeout_s=active_timeout,
                           max_flows=max_flows, observer_host=observer, dpi_budget=dpi_budget,
-                          rules=list(rules), dpi_reasm_flows=dpi_reasm_flows, tcp_meter=tcp_meter)
+                          rules=list(rules), dpi_reasm_flows=dpi_reasm_flows, tcp_meter=tcp_meter,
+                          roce_columns=roce_columns)
     try:
         config.validate()
     except ValueError as e:

@@ -160,3 +160,25 @@ def test_no_tcp_meter_switch(tmp_path):
                   for c in ("retrans_packets", "upstream_retrans_packets"))
     assert retrans == bulk["tcp_retransmitted_segments"]
     assert r["src_tcp_rtt_samples"] + r["dst_tcp_rtt_samples"] > 0
+
+
+def test_no_roce_columns_switch(tmp_path):
+    """--no-roce-columns: the file has no RoCE columns, says so, and every other column is the same as with
+    them (the meter still keys RoCE flows by queue pair: the sample's RoCE records stay as many)."""
+    from dpi import schema
+    root = Path(__file__).resolve().parents[1]
+    tables = {}
+    for on in (True, False):
+        out = tmp_path / f"r{on}.parquet"
+        subprocess.run([sys.executable, "-m", "probe.cli", "replay", str(root / "samples" / "sample.pcap"),
+                        "-o", str(out), "--roce-columns" if on else "--no-roce-columns"], cwd=root, check=True,
+                       capture_output=True)
+        t = tables[on] = pq.read_table(out)
+        assert json.loads(t.schema.metadata[b"flowtap.settings"])["roce_columns"] is on
+        assert ("roce" in json.loads(t.schema.metadata[b"flowtap.column_groups"])) is on
+    on, off = tables[True], tables[False]
+    roce_cols = [c.name for c in schema.COLUMNS if c.group == "roce"]
+    assert len(roce_cols) == 91 and not set(roce_cols) & set(off.schema.names)
+    assert off.schema.names == [n for n in on.schema.names if n not in roce_cols]
+    assert off.equals(on.select(off.schema.names))
+    assert on.column("roce_transport").null_count < on.num_rows   # the sample does have RoCE flows
