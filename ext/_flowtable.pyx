@@ -379,53 +379,24 @@ cdef extern from "ft_roce_pair.h" nogil:
 # --- end RoCE meter -----------------------------------------------------------------------------------------
 
 
-def _flowrec_dtype():
-    names, formats, offsets = [], [], []
-    for i in range(FT_FLOWREC_NFIELDS):
-        names.append(FT_FLOWREC_FIELDS[i].name.decode())
-        formats.append(FT_FLOWREC_FIELDS[i].fmt.decode())
-        offsets.append(FT_FLOWREC_FIELDS[i].offset)
-    return np.dtype({"names": names, "formats": formats, "offsets": offsets,
-                     "itemsize": sizeof(ft_flowrec)})
+def _dtype(rows, size_t itemsize, str prefix=""):
+    """A numpy dtype from a C field table's (name, numpy format, offset) rows: the C struct is the contract,
+    the table (ext/ft_flow.h, ft_roce.h, ft_tcp.h) names its fields."""
+    return np.dtype({"names": [prefix + n.decode() for n, _f, _o in rows],
+                     "formats": [f.decode() for _n, f, _o in rows],
+                     "offsets": [o for _n, _f, o in rows], "itemsize": itemsize})
 
 
-def _tcp_out_dtype():
-    """TCP meter (issue 3): the side records (struct ft_tcp_out), names prefixed tcp_."""
-    names, formats, offsets = [], [], []
-    for i in range(FT_TCPOUT_NFIELDS):
-        names.append("tcp_" + FT_TCPOUT_FIELDS[i].name.decode())
-        formats.append(FT_TCPOUT_FIELDS[i].fmt.decode())
-        offsets.append(FT_TCPOUT_FIELDS[i].offset)
-    return np.dtype({"names": names, "formats": formats, "offsets": offsets,
-                     "itemsize": sizeof(ft_tcp_out)})
-
-
-def _dpi_out_dtype():
-    """DPI (issue 5): the side records (struct ft_dpi_out), names prefixed dpi_."""
-    names, formats, offsets = [], [], []
-    for i in range(FT_DPI_OUT_NFIELDS):
-        names.append(FT_DPI_OUT_FIELDS[i].name.decode())
-        formats.append(FT_DPI_OUT_FIELDS[i].fmt.decode())
-        offsets.append(FT_DPI_OUT_FIELDS[i].offset)
-    return np.dtype({"names": names, "formats": formats, "offsets": offsets,
-                     "itemsize": sizeof(ft_dpi_out)})
-
-
-def _roce_out_dtype():
-    """RoCE meter (issue 4): the side records (struct ft_roce_out, names already roce_*)."""
-    names, formats, offsets = [], [], []
-    for i in range(FT_ROCE_OUT_NFIELDS):
-        names.append(FT_ROCE_OUT_FIELDS[i].name.decode())
-        formats.append(FT_ROCE_OUT_FIELDS[i].fmt.decode())
-        offsets.append(FT_ROCE_OUT_FIELDS[i].offset)
-    return np.dtype({"names": names, "formats": formats, "offsets": offsets,
-                     "itemsize": sizeof(ft_roce_out)})
-
-
-FLOWREC_DTYPE = _flowrec_dtype()
-ROCE_OUT_DTYPE = _roce_out_dtype()
-TCP_OUT_DTYPE = _tcp_out_dtype()
-DPI_OUT_DTYPE = _dpi_out_dtype()
+# the flow record, and its side records: TCP meter (issue 3; names prefixed tcp_), RoCE meter (issue 4; names
+# already roce_*), DPI (issue 5; names already dpi_*)
+FLOWREC_DTYPE = _dtype([(FT_FLOWREC_FIELDS[i].name, FT_FLOWREC_FIELDS[i].fmt, FT_FLOWREC_FIELDS[i].offset)
+                        for i in range(FT_FLOWREC_NFIELDS)], sizeof(ft_flowrec))
+TCP_OUT_DTYPE = _dtype([(FT_TCPOUT_FIELDS[i].name, FT_TCPOUT_FIELDS[i].fmt, FT_TCPOUT_FIELDS[i].offset)
+                        for i in range(FT_TCPOUT_NFIELDS)], sizeof(ft_tcp_out), "tcp_")
+ROCE_OUT_DTYPE = _dtype([(FT_ROCE_OUT_FIELDS[i].name, FT_ROCE_OUT_FIELDS[i].fmt, FT_ROCE_OUT_FIELDS[i].offset)
+                         for i in range(FT_ROCE_OUT_NFIELDS)], sizeof(ft_roce_out))
+DPI_OUT_DTYPE = _dtype([(FT_DPI_OUT_FIELDS[i].name, FT_DPI_OUT_FIELDS[i].fmt, FT_DPI_OUT_FIELDS[i].offset)
+                        for i in range(FT_DPI_OUT_NFIELDS)], sizeof(ft_dpi_out))
 FLOW_STATE_BYTES = sizeof(ft_flow)
 ROCE_METER_BYTES = sizeof(ft_roce_meter)   # RoCE meter (issue 4): per RoCE flow, beside FLOW_STATE_BYTES
 TCP_METER_BYTES = sizeof(ft_tcp_meter)   # TCP meter (issue 3): per TCP flow, beside FLOW_STATE_BYTES

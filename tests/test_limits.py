@@ -123,6 +123,19 @@ def test_capture_takes_the_same_limits():
         assert opt in r.stdout
 
 
+def _sample_on_and_off(tmp_path, switch: str) -> dict:
+    """The sample replayed with --SWITCH and --no-SWITCH: {True: table, False: table}."""
+    root = Path(__file__).resolve().parents[1]
+    tables = {}
+    for on in (True, False):
+        out = tmp_path / f"{switch}{on}.parquet"
+        subprocess.run([sys.executable, "-m", "probe.cli", "replay", str(root / "samples" / "sample.pcap"),
+                        "-o", str(out), f"--{switch}" if on else f"--no-{switch}"], cwd=root, check=True,
+                       capture_output=True)
+        tables[on] = pq.read_table(out)
+    return tables
+
+
 def test_no_tcp_meter_switch(tmp_path):
     """--no-tcp-meter: the file has no TCP meter columns (absent, not zero: dpi.schema column groups) and
     says the meter was off; the other columns are the same; with the meter on the sample's tcp_bulk flow
@@ -131,13 +144,8 @@ def test_no_tcp_meter_switch(tmp_path):
     root = Path(__file__).resolve().parents[1]
     truth = json.loads((root / "samples" / "sample.truth.json").read_text())
     bulk = next(f for f in truth["flows"] if f["name"] == "tcp_bulk")
-    tables = {}
-    for on in (True, False):
-        out = tmp_path / f"s{on}.parquet"
-        subprocess.run([sys.executable, "-m", "probe.cli", "replay", str(root / "samples" / "sample.pcap"),
-                        "-o", str(out), "--tcp-meter" if on else "--no-tcp-meter"], cwd=root, check=True,
-                       capture_output=True)
-        t = tables[on] = pq.read_table(out)
+    tables = _sample_on_and_off(tmp_path, "tcp-meter")
+    for on, t in tables.items():
         settings = json.loads(t.schema.metadata[b"flowtap.settings"])
         assert settings["tcp_meter"] is on
         groups = json.loads(t.schema.metadata[b"flowtap.column_groups"])
@@ -166,14 +174,8 @@ def test_no_roce_columns_switch(tmp_path):
     """--no-roce-columns: the file has no RoCE columns, says so, and every other column is the same as with
     them (the meter still keys RoCE flows by queue pair: the sample's RoCE records stay as many)."""
     from dpi import schema
-    root = Path(__file__).resolve().parents[1]
-    tables = {}
-    for on in (True, False):
-        out = tmp_path / f"r{on}.parquet"
-        subprocess.run([sys.executable, "-m", "probe.cli", "replay", str(root / "samples" / "sample.pcap"),
-                        "-o", str(out), "--roce-columns" if on else "--no-roce-columns"], cwd=root, check=True,
-                       capture_output=True)
-        t = tables[on] = pq.read_table(out)
+    tables = _sample_on_and_off(tmp_path, "roce-columns")
+    for on, t in tables.items():
         assert json.loads(t.schema.metadata[b"flowtap.settings"])["roce_columns"] is on
         assert ("roce" in json.loads(t.schema.metadata[b"flowtap.column_groups"])) is on
     on, off = tables[True], tables[False]
