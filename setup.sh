@@ -51,8 +51,8 @@ fi
 # pip can reach the package index over HTTPS.
 pkgs="python3 python3-venv python3-dev gcc libc6-dev ca-certificates"
 # Tests: tshark is the independent reference the tests compare with; tcpdump and iproute2 (ip netns, veth)
-# serve the capture tests.
-[ "$with_test" -eq 1 ] && pkgs="$pkgs tshark tcpdump iproute2"
+# serve the capture tests; strace shows the output is fsync'ed before its rename (tests/test_output_durable.py).
+[ "$with_test" -eq 1 ] && pkgs="$pkgs tshark tcpdump iproute2 strace"
 
 # --- system packages ---------------------------------------------------------------------------------------
 step="checking system packages"

@@ -24,6 +24,7 @@ exceeds the limit by less than one batch and the seal); later batches are counte
 """
 from __future__ import annotations
 
+import errno as errno_mod
 import json
 import os
 import sys
@@ -217,13 +218,18 @@ class FlowWriter:
             if self.tmp is None:
                 sys.stdout.buffer.flush()
                 return
+            if not self.journal:
+                os.fsync(self._sink.fileno())  # on disk before it gets the final name (see _durable_rename)
             self._sink.close()
         except (OSError, pa.ArrowException) as e:
             self._fail(e, "sealing")
         if self.journal:
             self._seal_parquet(counters)
         else:
-            os.replace(self.tmp, self.path)
+            try:
+                _durable_rename(self.tmp, self.path)
+            except OSError as e:   # the rename failed: the temporary file is still there
+                self._fail(e, "sealing")
 
     def _seal_parquet(self, counters: dict | None) -> None:
         """Journal (complete IPC stream) -> Parquet under .NAME.sealing-PID -> rename; the journal goes last,
@@ -240,7 +246,8 @@ class FlowWriter:
                     if counters is not None:
                         w.add_key_value_metadata({"flowtap.counters": json.dumps(counters)})
                     w.close()
-            os.replace(seal, self.path)
+                    os.fsync(sink.fileno())
+            _durable_rename(seal, self.path)
         except (OSError, pa.ArrowException) as e:
             try:
                 os.unlink(seal)
@@ -287,6 +294,30 @@ class FlowWriter:
                 os.unlink(self.tmp)
             except OSError:
                 pass
+
+
+def _durable_rename(src: str, dst: str) -> None:
+    """Renames src (fsync'ed by the caller) to dst, then fsyncs their directory, so that after a power cut
+    the final name holds either nothing or the whole sealed file. Without the file's fsync before the rename,
+    a journaling file system may commit the rename before the data (a complete name on zero bytes); without
+    the directory's after it, the rename itself may be lost. The file's fsync is also where a file system
+    that allocates late (delayed allocation, NFS) reports a full disk: before the rename, so it is handled
+    as any failed write. A failed rename raises OSError; a failed directory sync (after the rename: the
+    file is complete under its final name) raises OutputError. EINVAL from the directory's fsync means the
+    file system does not sync directories, and is not an error."""
+    os.replace(src, dst)
+    try:
+        fd = os.open(os.path.dirname(os.path.abspath(dst)), os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError as e:
+        if e.errno == errno_mod.EINVAL:
+            return
+        code, text = _errno_text(e)
+        raise OutputError(f"{dst}: sealed and renamed into place, but syncing its directory failed: {text}; "
+                          f"after a power cut the file may be missing", errno=code) from None
 
 
 def read_counters(path: str) -> dict | None:
