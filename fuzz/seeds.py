@@ -4,6 +4,7 @@ $FLOWTAP_SHARED_DATA/ndpi/pcap), written to fuzz/corpus/seeds/<target>/ (git-ign
   parser  up to 3 frames per distinct parse outcome (link type, IP version, protocol, tunnel, VLAN/MPLS
           depth, reason, TCP options, flags), at most 800
   reader  the small captures whole (up to 16 KiB) and the first 4 KiB of larger ones, pcap and pcapng
+  reader-compressed  the same heads (up to 4 KiB), each behind a random control byte and cut point
   dpi-*   the first two payloads of each direction of each flow that the dissector does not exclude
           (it detects them or waits for more), at most 40 per dissector
   e2e     the first 24 frames of small captures, in the e2e layout
@@ -58,6 +59,7 @@ def main() -> int:
         # reader: whole small files, the head of larger ones; a random split point in front
         put("reader", struct.pack(">H", rng.randrange(65536)) + raw[:16384 if len(raw) <= 16384 else 4096])
         n_reader += 1
+        put("reader-compressed", bytes([rng.randrange(256)]) + struct.pack(">H", rng.randrange(65536)) + raw[:4096])
         frames = []
         flows = {}
         try:
@@ -113,7 +115,7 @@ def main() -> int:
         (OUT / target).mkdir(parents=True, exist_ok=True)
         for s in seeds:
             put(target, s)
-    print(f"seeds: parser {len(parser_keys)}, reader {n_reader}, e2e {n_e2e}, dpi "
+    print(f"seeds: parser {len(parser_keys)}, reader {n_reader} (and as many reader-compressed), e2e {n_e2e}, dpi "
           + ", ".join(f"{t[4:]} {len(s)}" for t, s in dpi_seeds.items()))
     return 0
 

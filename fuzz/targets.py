@@ -6,10 +6,11 @@ tests/test_fuzz_regressions.py replays the saved findings (tests/fuzz_cases/) th
 with the normal build.
 
 Input layouts (the seed builder, fuzz/seeds.py, writes the same):
-  parser     linktype selector (1 byte, index into LINKTYPES) + frame
+  parser     linktype selector (1 byte, index into LINKTYPES) + frame (Ethernet: also the fast path)
   reader     split point (2 bytes, big-endian, modulo the length) + capture file bytes
   dpi-<l4>-<name>  control byte + [2-byte split points] + payload (see dpi_views)
   e2e        linktype selector (1 byte) + frames, each as a 2-byte big-endian length and its bytes
+  reader-compressed  control byte + cut point (2 bytes, big-endian) + capture file bytes (see reader_compressed)
 """
 from __future__ import annotations
 
@@ -45,16 +46,27 @@ def check_record(rec) -> None:
         raise AssertionError(f"reason code {rec['reason']}")
 
 
+def same_as_general(quick, general) -> None:
+    """The fast path's contract (ext/ft_parse_fast.h): a frame it takes gets exactly ft_parse()'s record."""
+    if quick is None:
+        return
+    diff = [f for f in PKT_DTYPE.names if quick[f].tobytes() != general[f].tobytes()]
+    if diff:
+        raise AssertionError(f"fast path and ft_parse() differ in {diff}")
+
+
 def parser(data: bytes) -> None:
+    """ft_parse() on the frame, whole and marked cut by the snap length; for Ethernet also the replay reader's
+    and live probe's fast path (ft_parse_fast_ether), which must agree with ft_parse() on every frame it takes."""
     if not data:
         return
     linktype = LINKTYPES[data[0] % len(LINKTYPES)]
     frame = exact(data[1:])
-    rec = parse_frame(frame, linktype)
-    check_record(rec)
-    # the same frame marked as cut by the snap length (wire length above the captured one)
-    rec = parse_frame(frame, linktype, wire_len=len(frame) + 1000)
-    check_record(rec)
+    for wire_len in (None, len(frame) + 1000):  # whole; cut by the snap length (wire length above the captured)
+        rec = parse_frame(frame, linktype, wire_len=wire_len)
+        check_record(rec)
+        if linktype == 1:
+            same_as_general(parse_frame(frame, 1, wire_len=wire_len, path=1), rec)
 
 
 # ---- reader (ft_reader_run through ctypes on an exact-size buffer) ----------------------------------------
@@ -157,6 +169,101 @@ def reader(data: bytes) -> None:
                              f"whole: {len(whole)} records, status {st} at {err_off}")
 
 
+# ---- compressed captures: gzip and zstd through CaptureReader's decompression (ext/_reader.pyx) -----------
+
+_tmpdir = None
+COMPRESSED_CHUNKS = (64, 512, 4096, 1 << 16)   # CaptureReader chunk_size: decompressed bytes handed on at a time
+
+
+def _scratch_dir() -> str:
+    global _tmpdir
+    if _tmpdir is None:
+        _tmpdir = tempfile.mkdtemp(prefix="flowtap-fuzz-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
+    return _tmpdir
+
+
+def read_file(path: str, **kw):
+    """Every record CaptureReader yields for a file, as (records without frame_off, their frame bytes) and how
+    the read ended: None, or the CaptureError's (offset, message). Only CaptureError may end a read early."""
+    from dpi.capture import CaptureError
+    recs, frames, err = [], [], None
+    try:
+        with CaptureReader(path, batch_size=7, **kw) as rd:
+            for pkts, data in rd:
+                for rec in pkts:
+                    off, cap = int(rec["frame_off"]), int(rec["cap_len"])
+                    if off + cap > len(data):
+                        raise AssertionError(f"frame [{off}, +{cap}) beyond the reader's data ({len(data)})")
+                    check_record(rec)
+                    frames.append(bytes(data[off:off + cap]))
+                    # field by field: the record's padding bytes are not part of it (a copy need not keep them)
+                    recs.append(b"".join(rec[f].tobytes() for f in PKT_DTYPE.names if f != "frame_off"))
+    except CaptureError as e:
+        err = (e.offset, e.message)
+    return recs, frames, err
+
+
+def compare_reads(plain, comp, cut: bool) -> None:
+    """The oracle: a compressed file gives the records of the capture it holds, and ends as reading that
+    capture uncompressed ends (same fault offset and message). A compressed stream cut short gives a prefix
+    of those records; its ending is then a fault of its own (a cut stream, or the capture cut inside a
+    record), or none when the cut fell where both the stream and the capture may end."""
+    (precs, pframes, perr), (crecs, cframes, cerr) = plain, comp
+    if not cut:
+        if (crecs, cframes) != (precs, pframes):
+            raise AssertionError(f"compressed: {len(crecs)} records, plain: {len(precs)}; first difference at "
+                                 f"{next((i for i, (a, b) in enumerate(zip(crecs, precs)) if a != b), min(len(crecs), len(precs)))}")
+        if cerr != perr:
+            raise AssertionError(f"compressed read ended with {cerr}, plain with {perr}")
+        return
+    n = len(crecs)
+    if n > len(precs) or crecs != precs[:n] or cframes != pframes[:n]:
+        raise AssertionError(f"cut compressed stream: {n} records are not a prefix of the plain file's {len(precs)}")
+
+
+def reader_compressed(data: bytes) -> None:
+    """Control byte: bit 0 zstd (else gzip); bits 1-4 the number of gzip members or zstd frames - 1, cut at
+    even shares of the capture; bit 5 cut the compressed file at the cut point; bit 6 zstd frames with content
+    checksums and a skippable frame between frames; bit 7 the bytes after the cut point are not compressed
+    but follow the format's magic as they are (a corrupt stream: only CaptureError may come out). Bits 1-2
+    also pick the reader's chunk size."""
+    import gzip
+    import zstandard
+    if len(data) < 3:
+        return
+    ctrl, cut_at = data[0], struct.unpack(">H", data[1:3])[0]
+    capture = data[3:]
+    use_zstd, pieces, cut, extras = ctrl & 1, ((ctrl >> 1) & 15) + 1, bool(ctrl & 32), bool(ctrl & 64)
+    chunk = COMPRESSED_CHUNKS[(ctrl >> 1) & 3]
+    d = _scratch_dir()
+    comp_path = os.path.join(d, "c.zst" if use_zstd else "c.gz")
+    if ctrl & 128:
+        magic = b"\x28\xb5\x2f\xfd" if use_zstd else b"\x1f\x8b"
+        with open(comp_path, "wb") as f:
+            f.write(magic + capture)
+        read_file(comp_path, chunk_size=chunk, use_mmap=False)
+        return
+    plain_path = os.path.join(d, "c.pcap")
+    with open(plain_path, "wb") as f:
+        f.write(capture)
+    bounds = [len(capture) * i // pieces for i in range(pieces + 1)]
+    parts = [capture[bounds[i]:bounds[i + 1]] for i in range(pieces)]
+    if use_zstd:
+        cz = zstandard.ZstdCompressor(level=1, write_checksum=extras, write_content_size=not extras)
+        skippable = struct.pack("<II", 0x184D2A5A, 3) + b"fzz" if extras else b""
+        blob = skippable.join(cz.compress(p) for p in parts)
+    else:
+        blob = b"".join(gzip.compress(p, compresslevel=1, mtime=0) for p in parts)
+    if cut:
+        blob = blob[:cut_at % (len(blob) + 1)]
+    with open(comp_path, "wb") as f:
+        f.write(blob)
+    comp = read_file(comp_path, chunk_size=chunk, use_mmap=False)
+    if capture[:2] == b"\x1f\x8b" or capture[:4] == b"\x28\xb5\x2f\xfd":
+        return  # the "plain" file is compressed itself: the reader undoes one layer only, nothing to compare
+    compare_reads(read_file(plain_path), comp, cut)
+
+
 # ---- DPI: one dissector, called directly ----------------------------------------------------------------
 
 def dpi_views(proto: str, data: bytes):
@@ -200,8 +307,6 @@ def dpi_names():
 
 # ---- end to end: bytes -> pcap file -> CaptureReader -> FlowTable with DPI ---------------------------------
 
-_tmpdir = None
-
 
 def frames_to_pcap(linktype: int, frames) -> bytes:
     out = [struct.pack("<IHHiIII", 0xa1b2c3d4, 2, 4, 0, 0, 65535, linktype)]
@@ -213,7 +318,6 @@ def frames_to_pcap(linktype: int, frames) -> bytes:
 def e2e(data: bytes):
     """Returns the flow records (FLOWREC_DTYPE) the table exported and their DPI parts (DPI_OUT_DTYPE, row i
     belonging to record i)."""
-    global _tmpdir
     if not data:
         return None
     linktype = LINKTYPES[data[0] % len(LINKTYPES)]
@@ -222,9 +326,7 @@ def e2e(data: bytes):
         n = struct.unpack(">H", data[i:i + 2])[0] % 2048
         frames.append(data[i + 2:i + 2 + n])
         i += 2 + n
-    if _tmpdir is None:
-        _tmpdir = tempfile.mkdtemp(prefix="flowtap-fuzz-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
-    path = os.path.join(_tmpdir, "e2e.pcap")
+    path = os.path.join(_scratch_dir(), "e2e.pcap")
     with open(path, "wb") as f:
         f.write(frames_to_pcap(linktype, frames))
     table = FlowTable(max_flows=16, batch_rows=64, dpi_budget=8)
@@ -243,7 +345,7 @@ def e2e(data: bytes):
     return np.concatenate(flows), np.concatenate(dpi)
 
 
-TARGETS = {"parser": parser, "reader": reader, "e2e": e2e}
+TARGETS = {"parser": parser, "reader": reader, "reader-compressed": reader_compressed, "e2e": e2e}
 
 
 def target(name: str):
@@ -256,4 +358,4 @@ def target(name: str):
 
 
 def all_targets():
-    return ["parser", "reader"] + [f"dpi-{p}-{n}" for p, n in dpi_names()] + ["e2e"]
+    return ["parser", "reader", "reader-compressed"] + [f"dpi-{p}-{n}" for p, n in dpi_names()] + ["e2e"]

@@ -77,6 +77,9 @@ def test_fuzz_case_under_asan(case, asan_replay, tmp_path):
     elif target == "reader":
         inp.write_bytes(data[2:])
         args = ["reader", str(inp)]
+    elif target == "reader-compressed":  # decompression is Python's (zlib, zstandard): the C reader gets the capture
+        inp.write_bytes(data[3:])
+        args = ["reader", str(inp)]
     else:
         _, proto, name = target.split("-", 2)
         inp.write_bytes(b"".join(struct.pack("<BI", arg, len(v)) + v for v, arg in targets.dpi_views(proto, data)))
@@ -121,6 +124,21 @@ def test_parser_target_accepts_a_scapy_frame_and_checks_payload_bounds():
         targets.check_record(bad)
 
 
+def test_parser_target_checks_the_fast_path_against_ft_parse():
+    """The parser target also runs the fast path on Ethernet frames and fails when a frame it takes gets a
+    record that differs from ft_parse()'s in any field."""
+    frame = http_frame()
+    targets.parser(bytes([targets.LINKTYPES.index(1)]) + frame)
+    general = parse_frame(targets.exact(frame), 1)
+    quick = parse_frame(targets.exact(frame), 1, path=1)
+    assert quick is not None   # a plain TCP/IPv4 frame: the fast path takes it
+    targets.same_as_general(quick, general)
+    quick["ttl"] = (int(quick["ttl"]) + 1) % 256
+    with pytest.raises(AssertionError, match="ttl"):
+        targets.same_as_general(quick, general)
+    targets.same_as_general(None, general)   # declined: nothing to compare
+
+
 def test_reader_target_same_records_for_every_split_point():
     """ext/ft_reader.h promises identical results whatever the buffer pieces are: checked at every byte."""
     frames = [http_frame(sport=40000 + i) for i in range(3)]
@@ -146,6 +164,43 @@ def test_reader_target_cut_capture_reports_the_cut_record():
     for k in (0, 30, len(cap) - 1, len(cap)):
         recs2, st2, err2 = targets.read_capture(cap, k)
         assert (len(recs2), st2, err2) == (2, targets.FT_RD_ERROR, 24 + 2 * (16 + len(frames[0]))), k
+
+
+def test_reader_compressed_target_same_records_as_the_plain_capture(tmp_path):
+    """gzip and zstd, in 1-16 members/frames, with and without checksums and skippable frames, at every chunk
+    size: CaptureReader gives the 3 records scapy built, with the frames' exact bytes, as the plain file does."""
+    frames = [http_frame(sport=40000 + i) for i in range(3)]
+    cap = targets.frames_to_pcap(1, frames)
+    plain = tmp_path / "c.pcap"
+    plain.write_bytes(cap)
+    recs, got, err = targets.read_file(str(plain))
+    assert (got, err) == (frames, None) and len(recs) == 3
+    for ctrl in range(128):           # bit 7 clear: a valid compressed stream
+        targets.reader_compressed(bytes([ctrl]) + struct.pack(">H", 0) + cap)
+    # cut short anywhere: a prefix of the records, never anything else
+    for cut in range(0, 400, 7):
+        for ctrl in (32, 33, 32 | 30, 33 | 30 | 64):
+            targets.reader_compressed(bytes([ctrl]) + struct.pack(">H", cut) + cap)
+    # a corrupt stream behind each magic: only CaptureError, which the target expects
+    for ctrl in (128, 129):
+        targets.reader_compressed(bytes([ctrl]) + struct.pack(">H", 0) + cap)
+
+
+def test_reader_compressed_oracle_catches_differences():
+    """compare_reads fails on a missing or changed record, a different ending, or a cut read that is not a
+    prefix: the target checks something."""
+    a, b, c = b"r1", b"r2", b"r3"
+    plain = ([a, b, c], [b"f1", b"f2", b"f3"], None)
+    targets.compare_reads(plain, ([a, b, c], [b"f1", b"f2", b"f3"], None), cut=False)
+    targets.compare_reads(plain, ([a, b], [b"f1", b"f2"], (90, "cut")), cut=True)
+    with pytest.raises(AssertionError):
+        targets.compare_reads(plain, ([a, b], [b"f1", b"f2"], None), cut=False)
+    with pytest.raises(AssertionError):
+        targets.compare_reads(plain, ([a, b, c], [b"f1", b"fX", b"f3"], None), cut=False)
+    with pytest.raises(AssertionError):
+        targets.compare_reads(plain, ([a, b, c], [b"f1", b"f2", b"f3"], (90, "bad")), cut=False)
+    with pytest.raises(AssertionError):
+        targets.compare_reads(plain, ([a, c], [b"f1", b"f3"], None), cut=True)
 
 
 def test_dpi_views_layout():
