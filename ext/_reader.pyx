@@ -442,7 +442,12 @@ cdef class CaptureReader:
             else:
                 msg = self._r.err_msg.decode("utf-8", "replace")
                 if self._stream_error is not None:
-                    msg = f"{msg} ({self._stream_error})"
+                    # nothing decompressed at all: the stream's fault is the whole story
+                    msg = self._stream_error if msg == "empty file" else f"{msg} ({self._stream_error})"
+                elif self.compression is not None and self._r.err_off == 0 and (
+                        "(magic 0x1f8b" in msg or "(magic 0x28b52ffd)" in msg):
+                    msg += (f"; the {self.compression}-decompressed data is compressed again "
+                            f"({'gzip' if '0x1f8b' in msg else 'zstd'}): decompress the file once first")
                 err = self._error(self._r.err_off, msg)
                 self._done = True
                 if n == 0:
@@ -500,6 +505,11 @@ cdef class CaptureReader:
                     k = self._fh.readinto(view) or 0
         except Exception as e:  # zlib.error, zstandard.ZstdError, OSError
             self._stream_error = f"{self.compression} decompression failed: {e}"
+            if "too much memory" in str(e):
+                # zstandard's limit, as the zstd tool's without --long: a window above 128 MiB is refused
+                # rather than allocated on the word of a file header
+                self._stream_error += (" (the frame asks for a window above 128 MiB; if the file is genuine, "
+                                       "made with zstd --long, decompress it first: zstd -d --long=31)")
             k = 0
         self._len += k
         return k

@@ -546,6 +546,44 @@ def test_truncated_compressed_stream(tmp_path):
     assert "zstd stream truncated" in err.message
 
 
+def _zstd_raw_frame(window_log: int, content: bytes) -> bytes:
+    """A zstd frame by hand (RFC 8878 3.1.1): magic, a header without content size or dictionary that declares
+    a window of 2**window_log bytes (exponent window_log - 10, mantissa 0), and one last raw block."""
+    assert len(content) < 128 * 1024
+    block = ((len(content) << 3) | 1).to_bytes(3, "little")   # size, type 0 (raw), last block
+    return bytes.fromhex("28b52ffd") + bytes([0x00, (window_log - 10) << 3]) + block + content
+
+
+def test_zstd_window_above_the_limit_says_how_to_read_it(tmp_path):
+    """A frame may declare any window; memory for it is not allocated on a header's word: 128 MiB is read,
+    256 MiB is refused (as the zstd tool does without --long), with a message that says what to do."""
+    fr = frames(10, seed=11)
+    raw = pcap_bytes([(1, i, f, None) for i, f in enumerate(fr)])
+    ok = write(tmp_path, "w27.pcap.zst", _zstd_raw_frame(27, raw))
+    recs, _, err = read_all(ok)
+    assert err is None and [r[6] for r in recs] == fr
+    big = write(tmp_path, "w28.pcap.zst", _zstd_raw_frame(28, raw))
+    recs, _, err = read_all(big)
+    assert recs == [] and err.offset == 0
+    assert err.message.startswith("zstd decompression failed:") and "zstd -d --long=31" in err.message
+
+
+def test_compressed_twice_says_so(tmp_path):
+    """A .gz inside a .zst (or the other way round): the data after one layer is not a capture, and the error
+    says it is compressed again instead of leaving the user with a magic number."""
+    raw = pcap_bytes([(1, i, f, None) for i, f in enumerate(frames(3, seed=12))])
+    for name, blob, inner in (("x.pcap.gz.zst", zstandard.ZstdCompressor().compress(gzip.compress(raw)), "gzip"),
+                              ("x.pcap.zst.gz", gzip.compress(zstandard.ZstdCompressor().compress(raw)), "zstd")):
+        recs, _, err = read_all(write(tmp_path, name, blob))
+        outer = "zstd" if name.endswith(".zst") else "gzip"
+        assert recs == [] and err.offset == 0
+        assert err.message.startswith("not a pcap or pcapng file (magic 0x")
+        assert f"the {outer}-decompressed data is compressed again ({inner})" in err.message
+    # a plain file with the same bytes is not called "compressed again": it is not decompressed at all
+    recs, _, err = read_all(write(tmp_path, "junk.pcap", b"\x00" * 64))
+    assert "compressed again" not in err.message
+
+
 def test_compressed_cut_at_record_boundary(tmp_path):
     """The decompressed bytes end cleanly after a record, but the compressed stream was cut inside the
     next member / frame: still an error, at the end of the decompressed bytes."""
