@@ -218,8 +218,6 @@ class FlowWriter:
             if self.tmp is None:
                 sys.stdout.buffer.flush()
                 return
-            if not self.journal:
-                os.fsync(self._sink.fileno())  # on disk before it gets the final name (see _durable_rename)
             self._sink.close()
         except (OSError, pa.ArrowException) as e:
             self._fail(e, "sealing")
@@ -228,7 +226,7 @@ class FlowWriter:
         else:
             try:
                 _durable_rename(self.tmp, self.path)
-            except OSError as e:   # the rename failed: the temporary file is still there
+            except OSError as e:   # the sync or the rename failed: the temporary file is still there
                 self._fail(e, "sealing")
 
     def _seal_parquet(self, counters: dict | None) -> None:
@@ -246,7 +244,6 @@ class FlowWriter:
                     if counters is not None:
                         w.add_key_value_metadata({"flowtap.counters": json.dumps(counters)})
                     w.close()
-                    os.fsync(sink.fileno())
             _durable_rename(seal, self.path)
         except (OSError, pa.ArrowException) as e:
             try:
@@ -297,27 +294,33 @@ class FlowWriter:
 
 
 def _durable_rename(src: str, dst: str) -> None:
-    """Renames src (fsync'ed by the caller) to dst, then fsyncs their directory, so that after a power cut
-    the final name holds either nothing or the whole sealed file. Without the file's fsync before the rename,
-    a journaling file system may commit the rename before the data (a complete name on zero bytes); without
-    the directory's after it, the rename itself may be lost. The file's fsync is also where a file system
-    that allocates late (delayed allocation, NFS) reports a full disk: before the rename, so it is handled
-    as any failed write. A failed rename raises OSError; a failed directory sync (after the rename: the
-    file is complete under its final name) raises OutputError. EINVAL from the directory's fsync means the
-    file system does not sync directories, and is not an error."""
+    """Syncs src, renames it to dst, then syncs their directory, so that after a power cut the final name
+    holds either nothing or the whole sealed file. Without the file's fsync before the rename, a journaling
+    file system may commit the rename before the data (a complete name on zero bytes); without the
+    directory's after it, the rename itself may be lost. The file's fsync is also where a file system that
+    allocates late (delayed allocation, NFS) reports a full disk: before the rename, so it is handled as any
+    failed write. A failed sync of src or a failed rename raises OSError (src is still in place); a failed
+    directory sync (after the rename: the file is complete under its final name) raises OutputError.
+    EINVAL from the directory's fsync means the file system does not sync directories, and is not an error."""
+    _fsync_path(src, 0)
     os.replace(src, dst)
     try:
-        fd = os.open(os.path.dirname(os.path.abspath(dst)), os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        _fsync_path(os.path.dirname(os.path.abspath(dst)), os.O_DIRECTORY)
     except OSError as e:
         if e.errno == errno_mod.EINVAL:
             return
         code, text = _errno_text(e)
         raise OutputError(f"{dst}: sealed and renamed into place, but syncing its directory failed: {text}; "
                           f"after a power cut the file may be missing", errno=code) from None
+
+
+def _fsync_path(path: str, flags: int) -> None:
+    """fsync(2) on a path (a file's data is synced whichever descriptor asks)."""
+    fd = os.open(path, os.O_RDONLY | flags)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def read_counters(path: str) -> dict | None:
