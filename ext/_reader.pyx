@@ -135,6 +135,15 @@ _COUNTER_NAMES = ("packets", "bytes", "cap_bytes", "truncated", "over_snaplen", 
                   "bad_options", "ts_clamped")
 
 
+def _compression_of(head: bytes):
+    """"gzip" or "zstd" when the first bytes are that format's magic (1f8b; 28b52ffd), else None."""
+    if head[:2] == b"\x1f\x8b":
+        return "gzip"
+    if head[:4] == b"\x28\xb5\x2f\xfd":
+        return "zstd"
+    return None
+
+
 class _ZstdFrameWalker:
     """The compressed file as zstandard's stream_reader sees it, walking the frame structure (RFC 8878:
     frame header, block headers, checksum, skippable frames) of the bytes it passes on: the decompressor
@@ -280,14 +289,12 @@ cdef class CaptureReader:
             regular = _stat.S_ISREG(st.st_mode)
             self.total_bytes = st.st_size if regular else 0
             self._pipe = not regular
-            head = self._fh.peek(4)[:4]
-            if head[:2] == b"\x1f\x8b":
-                self.compression = "gzip"
+            self.compression = _compression_of(self._fh.peek(4)[:4]) or "none"
+            if self.compression == "gzip":
                 self._zdec = _zlib.decompressobj(31)
                 self._zin = b""
-            elif head == b"\x28\xb5\x2f\xfd":
+            elif self.compression == "zstd":
                 import zstandard
-                self.compression = "zstd"
                 self._zstd_frames = _ZstdFrameWalker(self._fh)
                 self._zstd = zstandard.ZstdDecompressor().stream_reader(
                     self._zstd_frames, read_size=_IN_CHUNK, read_across_frames=True, closefd=False)
@@ -444,10 +451,11 @@ cdef class CaptureReader:
                 if self._stream_error is not None:
                     # nothing decompressed at all: the stream's fault is the whole story
                     msg = self._stream_error if msg == "empty file" else f"{msg} ({self._stream_error})"
-                elif self.compression is not None and self._r.err_off == 0 and (
-                        "(magic 0x1f8b" in msg or "(magic 0x28b52ffd)" in msg):
-                    msg += (f"; the {self.compression}-decompressed data is compressed again "
-                            f"({'gzip' if '0x1f8b' in msg else 'zstd'}): decompress the file once first")
+                elif self.compression != "none" and self._r.err_off == 0 and self._r.buf_abs == 0:
+                    inner = _compression_of(bytes(self._data[:min(<Py_ssize_t> self._len, 4)]))
+                    if inner is not None:
+                        msg += (f"; the {self.compression}-decompressed data is compressed again ({inner}): "
+                                f"decompress the file once first")
                 err = self._error(self._r.err_off, msg)
                 self._done = True
                 if n == 0:
