@@ -365,15 +365,25 @@ static __always_inline int put(__u64 v) { __u32 z = 0; __u64 *s = sink.lookup(&z
 static __always_inline int out(__u32 len) { __u32 z = 0; struct blob *s = scr.lookup(&z);
     if (s && len <= 512) rb.ringbuf_output(s, len, BPF_RB_NO_WAKEUP); return XDP_PASS; }
 static __always_inline void rb_out(void *src, __u32 len) { rb.ringbuf_output(src, len, BPF_RB_NO_WAKEUP); }
-/* the record's time and its flow's counters: a fixed TCP 4-tuple, as the steady-state rows of part 1 */
-static __always_inline struct blob *floor48(void) { __u32 z = 0; struct blob *r = scr.lookup(&z);
-    struct key48 k = {}; struct flow *f;
-    if (!r) return 0;
-    r->w[0] = bpf_ktime_get_ns();
+/* A fixed TCP 4-tuple's counters, as the steady-state rows of part 1: lookup and two adds, or the entry created
+ * (first run only: bench_micro runs every program once before measuring). Returns the entry, or NULL. */
+static __always_inline struct flow *add48(void) { struct key48 k = {}; struct flow *f;
     k.w[0] = 0x0100000a; k.w[2] = 0x0200000a; k.w[4] = 0x0604bb01409c;
     f = flows48.lookup(&k);
-    if (!f) { struct flow init = {}; flows48.insert(&k, &init); return r; }
-    f->packets[0] += 1; f->bytes[0] += 1440; f->last_ns = r->w[0];
+    if (!f) { struct flow init = {}; flows48.insert(&k, &init); return 0; }
+    f->packets[0] += 1; f->bytes[0] += 1440; return f; }
+static __always_inline struct flow *add16(void) { struct key16 k = {}; struct flow *f;
+    k.w[0] = 0x0200000a0100000aULL; k.w[1] = 0x0604bb01409c;
+    f = flows16.lookup(&k);
+    if (!f) { struct flow init = {}; flows16.insert(&k, &init); return 0; }
+    f->packets[0] += 1; f->bytes[0] += 1440; return f; }
+/* a floor program's record: its time, and its flow's counters with the last-seen time; NULL on the first run */
+static __always_inline struct blob *stamp(int small) { __u32 z = 0; struct blob *r = scr.lookup(&z); struct flow *f;
+    if (!r) return 0;
+    r->w[0] = bpf_ktime_get_ns();
+    f = small ? add16() : add48();
+    if (!f) return 0;
+    f->last_ns = r->w[0];
     return r; }
 int m_pass(struct xdp_md *c) { return XDP_PASS; }
 int m_store_const(struct xdp_md *c) { return put(1); }
@@ -386,27 +396,11 @@ int m_ringbuf_64(struct xdp_md *c) { return out(64); }
 int m_ringbuf_144(struct xdp_md *c) { return out(144); }
 int m_ringbuf_272(struct xdp_md *c) { return out(272); }
 int m_ringbuf_400(struct xdp_md *c) { return out(400); }
-int m_hash48(struct xdp_md *c) { struct key48 k = {}; struct flow *f;
-    k.w[0] = 0x0100000a; k.w[2] = 0x0200000a; k.w[4] = 0x0604bb01409c;
-    f = flows48.lookup(&k);
-    if (!f) { struct flow init = {}; flows48.insert(&k, &init); return XDP_PASS; }
-    f->packets[0] += 1; f->bytes[0] += 1440; return XDP_PASS; }
-int m_hash16(struct xdp_md *c) { struct key16 k = {}; struct flow *f;
-    k.w[0] = 0x0200000a0100000aULL; k.w[1] = 0x0604bb01409c;
-    f = flows16.lookup(&k);
-    if (!f) { struct flow init = {}; flows16.insert(&k, &init); return XDP_PASS; }
-    f->packets[0] += 1; f->bytes[0] += 1440; return XDP_PASS; }
-int m_floor_probe(struct xdp_md *c) { struct blob *r = floor48(); if (r) rb_out(r, 144); return XDP_PASS; }
-int m_floor_small(struct xdp_md *c) { __u32 z = 0; struct blob *r = scr.lookup(&z);
-    struct key16 k = {}; struct flow *f;
-    if (!r) return XDP_PASS;
-    r->w[0] = bpf_ktime_get_ns();
-    k.w[0] = 0x0200000a0100000aULL; k.w[1] = 0x0604bb01409c;
-    f = flows16.lookup(&k);
-    if (!f) { struct flow init = {}; flows16.insert(&k, &init); return XDP_PASS; }
-    f->packets[0] += 1; f->bytes[0] += 1440; f->last_ns = r->w[0];
-    rb_out(r, 64); return XDP_PASS; }
-int m_floor_batch28(struct xdp_md *c) { __u32 z = 0; struct blob *r = floor48(); struct batch *b = bat.lookup(&z);
+int m_hash48(struct xdp_md *c) { add48(); return XDP_PASS; }
+int m_hash16(struct xdp_md *c) { add16(); return XDP_PASS; }
+int m_floor_probe(struct xdp_md *c) { struct blob *r = stamp(0); if (r) rb_out(r, 144); return XDP_PASS; }
+int m_floor_small(struct xdp_md *c) { struct blob *r = stamp(1); if (r) rb_out(r, 64); return XDP_PASS; }
+int m_floor_batch28(struct xdp_md *c) { __u32 z = 0; struct blob *r = stamp(0); struct batch *b = bat.lookup(&z);
     __u32 u;
     if (!r || !b) return XDP_PASS;
     u = b->used;  /* in 8-byte words, so that the copy goes a word at a time */
